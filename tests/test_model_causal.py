@@ -1,0 +1,88 @@
+"""The causal DiT: block-causal attention, KV-cached inference, RoPE."""
+
+import torch
+
+from helpers import clip_inputs, tiny_model
+from worldmodel.memory import KVMemory, make_strategy
+from worldmodel.model.masks import block_causal
+from worldmodel.model.rope import apply_rope, rope_angles
+
+
+def test_later_block_never_changes_earlier_output(tiny):
+    model = tiny_model(tiny)
+    x, t, a = clip_inputs(tiny, frames=9)
+    mask = block_causal(9, 3)
+    pos = torch.arange(9)
+    base = model(x, t, a, pos, frame_mask=mask)
+    x2, t2, a2 = x.clone(), t.clone(), a.clone()
+    x2[:, 6:] += torch.randn_like(x2[:, 6:])
+    t2[:, 6:] = 500.0
+    a2[:, 6:] = 0.0
+    moved = model(x2, t2, a2, pos, frame_mask=mask)
+    torch.testing.assert_close(moved[:, :6], base[:, :6], rtol=0, atol=1e-6)
+    assert (moved[:, 6:] - base[:, 6:]).abs().max() > 1e-3, "the changed block itself must change"
+
+
+def test_frames_inside_a_block_see_each_other(tiny):
+    model = tiny_model(tiny)
+    x, t, a = clip_inputs(tiny, frames=3)
+    base = model(x, t, a, torch.arange(3), frame_mask=block_causal(3, 3))
+    x2 = x.clone()
+    x2[:, 2] += 1.0
+    moved = model(x2, t, a, torch.arange(3), frame_mask=block_causal(3, 3))
+    assert (moved[:, 0] - base[:, 0]).abs().max() > 1e-4
+
+
+def test_block_by_block_with_full_memory_equals_masked_clip_forward(tiny):
+    model = tiny_model(tiny)
+    frames, bf = 12, tiny.model.block_frames
+    x, t, a = clip_inputs(tiny, frames=frames)
+    scene = torch.tensor([0, 2])
+    prompt = model.prompt_for_scenes(scene, 2)
+    full = model(x, t, a, torch.arange(frames), prompt, frame_mask=block_causal(frames, bf))
+
+    tiny.memory.strategy = "full"
+    strategy = make_strategy(tiny.memory, bf)
+    memory = KVMemory(tiny.model, capacity=frames, batch=2)
+    for j in range(frames // bf):
+        s = slice(j * bf, (j + 1) * bf)
+        pos = torch.arange(s.start, s.stop)
+        out, kvs = model(x[:, s], t[:, s], a[:, s], pos, prompt, memory=memory.view(), return_kv=True)
+        torch.testing.assert_close(out, full[:, s], rtol=1e-5, atol=1e-5)
+        strategy.write_block(memory, kvs, pos)
+    assert memory.num_used == frames
+
+
+def test_rope_shift_of_queries_and_keys_leaves_scores_unchanged(tiny):
+    g = torch.Generator().manual_seed(0)
+    d = tiny.model.head_dim
+    grid = tiny.model.grid
+    q = torch.randn(1, 3 * grid[0] * grid[1], 2, d, generator=g)
+    k = torch.randn_like(q)
+
+    def scores(start):
+        cos, sin = rope_angles(torch.arange(start, start + 3), grid, d)
+        return torch.einsum("blhd,bmhd->bhlm", apply_rope(q, cos, sin), apply_rope(k, cos, sin))
+
+    torch.testing.assert_close(scores(0), scores(1234), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(scores(0), torch.einsum("blhd,bmhd->bhlm", q, k), atol=1e-3)
+
+
+def test_clip_start_offset_does_not_change_the_output(tiny):
+    model = tiny_model(tiny)
+    x, t, a = clip_inputs(tiny, frames=6)
+    mask = block_causal(6, 3)
+    out0 = model(x, t, a, torch.arange(6), frame_mask=mask)
+    out1 = model(x, t, a, torch.arange(300, 306), frame_mask=mask)
+    torch.testing.assert_close(out0, out1, rtol=1e-4, atol=1e-4)
+
+
+def test_null_prompt_stands_for_the_empty_condition(tiny):
+    model = tiny_model(tiny)
+    x, t, a = clip_inputs(tiny, frames=3)
+    null = model.prompt_for_scenes(torch.tensor([-1, -1]), 2)
+    torch.testing.assert_close(null, model.prompt_for_scenes(None, 2))
+    scene = model.prompt_for_scenes(torch.tensor([1, 3]), 2)
+    out_null = model(x, t, a, torch.arange(3), null)
+    out_scene = model(x, t, a, torch.arange(3), scene)
+    assert (out_null - out_scene).abs().max() > 1e-4

@@ -1,0 +1,5 @@
+import sys
+
+from worldmodel.cli import main
+
+sys.exit(main())

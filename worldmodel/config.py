@@ -1,0 +1,250 @@
+"""Typed configuration: every size in the project comes from one of these dataclasses.
+
+A preset (`tiny`, `doom-cpu`, `doom-small`, `wan-1.3b`) is a `WorldModelConfig`; command lines
+override fields with `section.field=value` (see `apply_overrides`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from worldmodel.actions import ACTION_DIM, POSE_DIM
+
+
+@dataclass
+class AutoencoderConfig:
+    """Frame-wise convolutional autoencoder: RGB [3, H, W] <-> latent [C, H/d, W/d]."""
+
+    frame_height: int = 120
+    frame_width: int = 160
+    latent_channels: int = 8
+    downsample: int = 8  # a power of two; one stride-2 stage per factor of two
+    base_channels: int = 64
+    max_channels: int = 256
+    res_blocks: int = 1  # residual blocks per resolution stage
+    kl_weight: float = 1e-6  # weight of the KL regulariser on the latent (a near-deterministic VAE)
+
+    @property
+    def latent_height(self) -> int:
+        return -(-self.frame_height // self.downsample)
+
+    @property
+    def latent_width(self) -> int:
+        return -(-self.frame_width // self.downsample)
+
+
+@dataclass
+class ModelConfig:
+    """The causal diffusion transformer over latent frames."""
+
+    latent_channels: int = 8
+    latent_height: int = 15
+    latent_width: int = 20
+    patch: tuple[int, int, int] = (1, 1, 1)  # (time, height, width); time must be 1
+    dim: int = 384
+    heads: int = 6
+    layers: int = 8
+    ffn_dim: int = 1536
+    freq_dim: int = 256  # sinusoidal timestep features before the time MLP
+    block_frames: int = 3  # B: frames denoised together, full attention inside a block
+    action_dim: int = ACTION_DIM
+    pose_dim: int = POSE_DIM
+    # Prompt / scene condition through cross-attention; `num_scenes` > 0 adds a learned table of
+    # scene prompts (e.g. one per map), and a learned null prompt always stands for "empty".
+    cross_attention: bool = True
+    text_dim: int = 64
+    text_tokens: int = 4
+    num_scenes: int = 0
+    eps: float = 1e-6
+    rope_theta: float = 10000.0
+
+    def __post_init__(self):
+        self.patch = tuple(self.patch)
+        if self.patch[0] != 1:
+            raise ValueError(f"patch[0] (time) must be 1 for frame-autoregressive generation, got {self.patch}")
+        if self.latent_height % self.patch[1] or self.latent_width % self.patch[2]:
+            raise ValueError(
+                f"latent {self.latent_height}x{self.latent_width} is not divisible by the patch {self.patch[1:]}"
+            )
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.head_dim % 2 or self.head_dim < 6:
+            raise ValueError(f"head_dim {self.head_dim} must be even and at least 6 for 3-D RoPE")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Token grid of one latent frame: (height, width)."""
+        return self.latent_height // self.patch[1], self.latent_width // self.patch[2]
+
+    @property
+    def tokens_per_frame(self) -> int:
+        h, w = self.grid
+        return h * w
+
+
+@dataclass
+class SamplerConfig:
+    """Few-step flow-matching sampler (Self Forcing / MAG: 4 steps)."""
+
+    timesteps: tuple[int, ...] = (1000, 750, 500, 250)  # on the 0..num_train_timesteps scale
+    shift: float = 5.0  # timestep shift: sigma' = shift*s / (1 + (shift-1)*s)
+    num_train_timesteps: int = 1000
+    teacher_steps: int = 20  # steps of the multi-step teacher's sampler
+
+    def __post_init__(self):
+        self.timesteps = tuple(int(t) for t in self.timesteps)
+
+
+@dataclass
+class MemoryConfig:
+    """KV memory: capacity (static buffers), and the strategy that fills it."""
+
+    strategy: str = "mag"  # none | full | window | mag | memorypack
+    capacity_frames: int = 64  # slots held; each slot is one latent frame's K/V in every layer
+    window_frames: int = 9  # `window`: recent frames kept
+    sink_frames: int = 3  # `window`/`full`: first frames never evicted
+    attention_budget: int = 24  # slots attended per block (recent + pose-retrieved); <= capacity
+
+    def __post_init__(self):
+        if self.attention_budget > self.capacity_frames:
+            raise ValueError(
+                f"attention_budget {self.attention_budget} exceeds capacity_frames {self.capacity_frames}"
+            )
+
+
+@dataclass
+class WorldModelConfig:
+    name: str = "custom"
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "WorldModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown config sections {sorted(unknown)}; expected {sorted(known)}")
+        return cls(
+            name=d.get("name", "custom"),
+            autoencoder=_build(AutoencoderConfig, d.get("autoencoder", {})),
+            model=_build(ModelConfig, d.get("model", {})),
+            sampler=_build(SamplerConfig, d.get("sampler", {})),
+            memory=_build(MemoryConfig, d.get("memory", {})),
+        )
+
+
+def _build(cls, d: dict[str, Any]):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; expected some of {sorted(known)}")
+    return cls(**d)
+
+
+def _preset_tiny() -> WorldModelConfig:
+    return WorldModelConfig(
+        name="tiny",
+        autoencoder=AutoencoderConfig(
+            frame_height=24, frame_width=32, latent_channels=4, downsample=8, base_channels=8, max_channels=16
+        ),
+        model=ModelConfig(
+            latent_channels=4, latent_height=3, latent_width=4, dim=32, heads=2, layers=2, ffn_dim=64,
+            freq_dim=32, text_dim=16, text_tokens=2, num_scenes=4,
+        ),
+        sampler=SamplerConfig(teacher_steps=4),
+        memory=MemoryConfig(capacity_frames=24, window_frames=6, sink_frames=3, attention_budget=12),
+    )
+
+
+def _preset_doom_cpu() -> WorldModelConfig:
+    return WorldModelConfig(
+        name="doom-cpu",
+        autoencoder=AutoencoderConfig(latent_channels=8, base_channels=32, max_channels=128),
+        model=ModelConfig(
+            latent_channels=8, latent_height=15, latent_width=20, patch=(1, 3, 2), dim=192, heads=3,
+            layers=6, ffn_dim=768, num_scenes=64,
+        ),
+        memory=MemoryConfig(capacity_frames=48, attention_budget=12),
+    )
+
+
+def _preset_doom_small() -> WorldModelConfig:
+    return WorldModelConfig(
+        name="doom-small",
+        autoencoder=AutoencoderConfig(latent_channels=8, base_channels=64, max_channels=256),
+        model=ModelConfig(
+            latent_channels=8, latent_height=15, latent_width=20, patch=(1, 1, 1), dim=384, heads=6,
+            layers=10, ffn_dim=1536, num_scenes=64,
+        ),
+        memory=MemoryConfig(capacity_frames=96, attention_budget=24),
+    )
+
+
+def _preset_wan_1_3b() -> WorldModelConfig:
+    # Shapes of Wan2.1-T2V-1.3B at 480x832: 16 latent channels, 8x VAE, patch 1x2x2.
+    return WorldModelConfig(
+        name="wan-1.3b",
+        autoencoder=AutoencoderConfig(frame_height=480, frame_width=832, latent_channels=16),
+        model=ModelConfig(
+            latent_channels=16, latent_height=60, latent_width=104, patch=(1, 2, 2), dim=1536, heads=12,
+            layers=30, ffn_dim=8960, freq_dim=256, text_dim=4096, text_tokens=512, num_scenes=0,
+        ),
+        memory=MemoryConfig(capacity_frames=21, window_frames=12, sink_frames=3, attention_budget=21),
+    )
+
+
+PRESETS = {
+    "tiny": _preset_tiny,
+    "doom-cpu": _preset_doom_cpu,
+    "doom-small": _preset_doom_small,
+    "wan-1.3b": _preset_wan_1_3b,
+}
+
+
+def preset(name: str) -> WorldModelConfig:
+    """A fresh copy of a named preset."""
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+def apply_overrides(config, overrides: list[str]):
+    """Apply `a.b.c=value` overrides (value parsed as JSON when it parses, else a string).
+
+    Returns a new config object; the field must exist, and its type is checked loosely.
+    """
+    d = dataclasses.asdict(config)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not of the form section.field=value")
+        path, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = d
+        keys = path.split(".")
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                raise ValueError(f"override {item!r}: {k!r} is not a config section")
+            node = node[k]
+        if keys[-1] not in node:
+            raise ValueError(f"override {item!r}: no field {keys[-1]!r} (have {sorted(node)})")
+        node[keys[-1]] = value
+    return type(config).from_dict(d) if hasattr(type(config), "from_dict") else type(config)(**d)

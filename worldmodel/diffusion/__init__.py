@@ -1,0 +1,1 @@
+"""Flow matching: noise schedule, conversions, and few-step sampling."""

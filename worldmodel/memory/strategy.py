@@ -1,0 +1,76 @@
+"""MemoryStrategy: what a finished block leaves in memory, where, and what is attended.
+
+A strategy answers three questions, each a small method:
+  kept_frames()            which frames of a finished block are stored (indices into the block)
+  choose_slots(memory, frames) which slots receive them (free slots first; else the strategy's
+                           documented eviction: the slot is overwritten in the same atomic write)
+  attend_slots(memory, pose) which slots the next block attends to (None = every slot, masked)
+and names who computes the stored K/V: the generator itself, or a separate memory model (MAG).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from worldmodel.config import MemoryConfig
+from worldmodel.memory.kv_memory import KVMemory, KVMemoryError
+
+
+class MemoryStrategy:
+    name = "base"
+    writer = "generator"  # or "memory_model"
+
+    def __init__(self, cfg: MemoryConfig, block_frames: int):
+        self.cfg = cfg
+        self.block_frames = block_frames
+
+    def kept_frames(self) -> list[int]:
+        raise NotImplementedError
+
+    def capacity_needed(self) -> int:
+        """Smallest capacity this strategy can work with."""
+        return len(self.kept_frames())
+
+    def choose_slots(self, memory: KVMemory, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Slots for new frames (absolute indices `frames`) and whether each is a sink.
+        Default: free slots, then the oldest non-sink slots; no sinks."""
+        n = len(frames)
+        free = memory.free_slots()
+        if len(free) >= n:
+            return free[:n], np.zeros(n, dtype=bool)
+        used = memory.used_slots()
+        victims = used[~memory.sink[used]][: n - len(free)]
+        if len(free) + len(victims) < n:
+            raise KVMemoryError(f"memory of {memory.capacity} slots has no room for {n} frames (all sinks)")
+        return np.concatenate([free, victims]), np.zeros(n, dtype=bool)
+
+    def attend_slots(self, memory: KVMemory, pose=None):
+        return None
+
+    def write_block(self, memory: KVMemory, kvs, frame_pos, poses=None) -> np.ndarray:
+        """Store the kept frames of a finished block.
+
+        kvs: list over layers of (k, v), each [B, Bf, N, heads, head_dim]
+        frame_pos: [Bf] absolute frame indices; poses: [B, Bf, pose_dim] or None.
+        Returns the slots written (empty if the strategy keeps nothing).
+        """
+        keep = self.kept_frames()
+        if not keep:
+            return np.zeros(0, dtype=np.int64)
+        if memory.capacity < self.capacity_needed():
+            raise KVMemoryError(
+                f"strategy {self.name!r} needs at least {self.capacity_needed()} slots, memory has {memory.capacity}"
+            )
+        bf = kvs[0][0].shape[1]
+        if bf != self.block_frames:
+            raise KVMemoryError(f"a block has {self.block_frames} frames, got {bf}")
+        k = torch.stack([kv[0][:, keep] for kv in kvs])
+        v = torch.stack([kv[1][:, keep] for kv in kvs])
+        frames = np.asarray(torch.as_tensor(frame_pos).cpu())[keep]
+        p = None
+        if poses is not None:
+            p = (poses.detach().cpu().numpy() if isinstance(poses, torch.Tensor) else np.asarray(poses))[:, keep]
+        slots, sink = self.choose_slots(memory, frames)
+        memory.write(slots, k, v, frames, p, sink)
+        return slots

@@ -1,0 +1,226 @@
+"""CausalDiT: the frame-autoregressive diffusion transformer over latent frames.
+
+The block computes what Wan2.1's attention block computes (LayerNorm without affine before
+self-attention and FFN, RMS-normalised q/k, 3-D RoPE, affine LayerNorm before cross-attention,
+GELU-tanh FFN, a 6-way modulation added to a learned per-block table), plus a zero-initialised
+per-frame action embedding added to the time embedding.
+
+Output meaning: always the flow-matching velocity v = noise - x0 (see diffusion/flow_matching.py
+for conversions to x0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from worldmodel.actions import ACTION_HIGH, ACTION_LOW
+from worldmodel.config import ModelConfig
+from worldmodel.model.attention import CrossAttention, SelfAttention
+from worldmodel.model.layers import FeedForward, TimeActionEmbedding, init_linear, modulate
+from worldmodel.model.masks import expand_to_tokens, flex_block_mask
+from worldmodel.model.rope import rope_angles
+
+
+@dataclass
+class MemoryView:
+    """Keys/values the new frames may attend to, one entry per layer.
+
+    k, v:  [layers, B, S, N, heads, head_dim] (keys already rotated to their absolute frames)
+    valid: [S] or [B, S] bool — slot holds data. S may be 0.
+    """
+
+    k: torch.Tensor
+    v: torch.Tensor
+    valid: torch.Tensor
+
+    @property
+    def slots(self) -> int:
+        return self.k.shape[2]
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.dim
+        self.norm1 = nn.LayerNorm(d, eps=cfg.eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(d, cfg.heads, cfg.eps)
+        self.norm3 = nn.LayerNorm(d, eps=cfg.eps, elementwise_affine=True) if cfg.cross_attention else None
+        self.cross_attn = CrossAttention(d, cfg.heads, cfg.eps) if cfg.cross_attention else None
+        self.norm2 = nn.LayerNorm(d, eps=cfg.eps, elementwise_affine=False)
+        self.ffn = FeedForward(d, cfg.ffn_dim)
+        self.modulation = nn.Parameter(torch.zeros(1, 1, 6, d))
+
+    def forward(self, x, e6, cos, sin, context, mask, mem_k, mem_v, mem_valid, frames):
+        """x [B, F*N, d]; e6 [B, F, 6, d] per-frame modulation."""
+        b, length, d = x.shape
+        mod = (self.modulation + e6).unbind(2)  # 6 x [B, F, d]
+        per_tok = [m.repeat_interleave(length // frames, dim=1) for m in mod]
+        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = per_tok
+        y, k, v = self.self_attn(
+            modulate(self.norm1(x), shift_a, scale_a), cos, sin, mask, mem_k, mem_v, mem_valid
+        )
+        x = x + y * gate_a
+        if self.cross_attn is not None:
+            x = x + self.cross_attn(self.norm3(x), context)
+        x = x + self.ffn(modulate(self.norm2(x), shift_f, scale_f)) * gate_f
+        return x, k, v
+
+
+class CausalDiT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        self.patch_embedding = nn.Conv3d(cfg.latent_channels, d, kernel_size=cfg.patch, stride=cfg.patch)
+        self.time_action = TimeActionEmbedding(cfg.freq_dim, d, cfg.action_dim)
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        if cfg.cross_attention:
+            self.text_embedding = nn.Sequential(
+                nn.Linear(cfg.text_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d)
+            )
+            self.null_prompt = nn.Parameter(torch.randn(cfg.text_tokens, cfg.text_dim) * 0.02)
+            self.scene_prompts = (
+                nn.Parameter(torch.randn(cfg.num_scenes, cfg.text_tokens, cfg.text_dim) * 0.02)
+                if cfg.num_scenes > 0
+                else None
+            )
+        self.blocks = nn.ModuleList(DiTBlock(cfg) for _ in range(cfg.layers))
+        self.head_norm = nn.LayerNorm(d, eps=cfg.eps, elementwise_affine=False)
+        self.head = nn.Linear(d, cfg.patch[1] * cfg.patch[2] * cfg.latent_channels)
+        self.head_modulation = nn.Parameter(torch.zeros(1, 1, 2, d))
+        # Actions arrive in their physical units (worldmodel.actions) and are scaled to [-1, 1] here.
+        self.register_buffer("action_center", torch.as_tensor((ACTION_HIGH + ACTION_LOW) / 2), persistent=False)
+        self.register_buffer("action_scale", torch.as_tensor((ACTION_HIGH - ACTION_LOW) / 2), persistent=False)
+        self._init_weights()
+
+    def _init_weights(self):
+        init_linear(self)
+        nn.init.zeros_(self.time_action.action_mlp[2].weight)
+        # adaLN-zero: every residual branch and the output start closed.
+        nn.init.zeros_(self.time_projection[1].weight)
+        nn.init.zeros_(self.time_projection[1].bias)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    # ----------------------------------------------------------------------------------------
+    # conditions
+
+    def prompt_for_scenes(self, scene: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """Scene ids [B] (int64; -1 = empty condition) -> prompt [B, text_tokens, text_dim].
+        None means the empty condition for the whole batch."""
+        null = self.null_prompt[None].expand(batch, -1, -1)
+        if scene is None or self.scene_prompts is None:
+            return null
+        scene = scene.to(self.null_prompt.device).long()
+        if scene.shape != (batch,):
+            raise ValueError(f"scene ids must have shape [{batch}], got {list(scene.shape)}")
+        if (scene >= self.cfg.num_scenes).any():
+            raise ValueError(f"scene id out of range: max is {self.cfg.num_scenes - 1}, got {int(scene.max())}")
+        table = self.scene_prompts[scene.clamp(min=0)]
+        return torch.where((scene < 0)[:, None, None], null, table)
+
+    # ----------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        actions: torch.Tensor,
+        frame_pos: torch.Tensor,
+        prompt: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        memory: MemoryView | None = None,
+        return_kv: bool = False,
+    ):
+        """Predict the flow velocity of F latent frames.
+
+        x:          [B, F, C, h, w] noisy latents (float)
+        t:          [B, F] flow time of each frame on the 0..1000 scale (0 = clean)
+        actions:    [B, F, A] actions in their units (see worldmodel.actions)
+        frame_pos:  [F] absolute frame index of each frame (RoPE time position)
+        prompt:     [B, text_tokens, text_dim] or None for the empty condition
+        frame_mask: [F, F] bool, which frames may attend to which; None = all (one block)
+        memory:     past keys/values to attend to (inference), or None
+        Returns v [B, F, C, h, w]; with return_kv also a list over layers of (k, v), each
+        [B, F, N, heads, head_dim] (k post-RoPE) — what a memory write stores.
+        """
+        cfg = self.cfg
+        self._check_inputs(x, t, actions, frame_pos, prompt, frame_mask)
+        b, f = x.shape[:2]
+        gh, gw = cfg.grid
+        n = gh * gw
+
+        tokens = self.patch_embedding(x.transpose(1, 2)).flatten(2).transpose(1, 2)  # [B, F*N, d]
+        tokens = tokens.reshape(b, f * n, cfg.dim)
+        e = self.time_action(t, (actions - self.action_center) / self.action_scale)  # [B, F, d]
+        e6 = self.time_projection(e).unflatten(-1, (6, cfg.dim))  # [B, F, 6, d]
+        cos, sin = rope_angles(frame_pos, cfg.grid, cfg.head_dim, cfg.rope_theta)
+        context = None
+        if cfg.cross_attention:
+            if prompt is None:
+                prompt = self.null_prompt[None].expand(b, -1, -1)
+            context = self.text_embedding(prompt.to(tokens.dtype))
+
+        mask = None
+        if frame_mask is not None:
+            if x.is_cuda and memory is None:
+                mask = flex_block_mask(frame_mask.to(x.device), n)
+            else:
+                mask = expand_to_tokens(frame_mask.to(x.device), n)
+
+        kvs = []
+        for i, block in enumerate(self.blocks):
+            if memory is not None and memory.slots > 0:
+                mk = memory.k[i].flatten(1, 2)
+                mv = memory.v[i].flatten(1, 2)
+                mvalid = memory.valid.repeat_interleave(n, dim=-1)
+            else:
+                mk = mv = mvalid = None
+            tokens, k, v = block(tokens, e6, cos, sin, context, mask, mk, mv, mvalid, f)
+            if return_kv:
+                kvs.append((k.view(b, f, n, cfg.heads, cfg.head_dim), v.view(b, f, n, cfg.heads, cfg.head_dim)))
+
+        shift, scale = (self.head_modulation + e[:, :, None, :]).unbind(2)
+        shift = shift.repeat_interleave(n, dim=1)
+        scale = scale.repeat_interleave(n, dim=1)
+        out = self.head(modulate(self.head_norm(tokens), shift, scale))  # [B, F*N, ph*pw*C]
+        v_pred = self._unpatchify(out, b, f)
+        return (v_pred, kvs) if return_kv else v_pred
+
+    def _unpatchify(self, out: torch.Tensor, b: int, f: int) -> torch.Tensor:
+        cfg = self.cfg
+        gh, gw = cfg.grid
+        ph, pw = cfg.patch[1:]
+        c = cfg.latent_channels
+        out = out.view(b, f, gh, gw, ph, pw, c)
+        return out.permute(0, 1, 6, 2, 4, 3, 5).reshape(b, f, c, gh * ph, gw * pw)
+
+    def _check_inputs(self, x, t, actions, frame_pos, prompt, frame_mask):
+        cfg = self.cfg
+        want = (cfg.latent_channels, cfg.latent_height, cfg.latent_width)
+        if x.dim() != 5 or tuple(x.shape[2:]) != want:
+            raise ValueError(
+                f"latents must have shape [batch, frames, {want[0]}, {want[1]}, {want[2]}], got {list(x.shape)}"
+            )
+        b, f = x.shape[:2]
+        if t.shape != (b, f):
+            raise ValueError(f"t must have shape [{b}, {f}] (one flow time per frame), got {list(t.shape)}")
+        if actions.shape != (b, f, cfg.action_dim):
+            raise ValueError(
+                f"actions must have shape [{b}, {f}, {cfg.action_dim}] (one row per frame), got {list(actions.shape)}"
+            )
+        if frame_pos.shape != (f,):
+            raise ValueError(f"frame_pos must have shape [{f}], got {list(frame_pos.shape)}")
+        if prompt is not None and tuple(prompt.shape[1:]) != (cfg.text_tokens, cfg.text_dim):
+            raise ValueError(
+                f"prompt must have shape [batch, {cfg.text_tokens}, {cfg.text_dim}], got {list(prompt.shape)}"
+            )
+        if frame_mask is not None and frame_mask.shape != (f, f):
+            raise ValueError(f"frame_mask must have shape [{f}, {f}], got {list(frame_mask.shape)}")
+        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+            for name, val in (("latents", x), ("t", t), ("actions", actions)):
+                if not torch.isfinite(val).all():
+                    raise ValueError(f"{name} contain NaN or infinite values")

@@ -1,0 +1,75 @@
+"""Small building blocks of the transformer: norms, feed-forward, embeddings."""
+
+from __future__ import annotations
+
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class FeedForward(nn.Module):
+    """Linear -> GELU(tanh) -> Linear, as in Wan2.1."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Wan's 1-D sinusoidal features [cos, sin] of timesteps t [...] -> [..., dim] float32."""
+    half = dim // 2
+    freqs = torch.pow(10000.0, -torch.arange(half, device=t.device, dtype=torch.float64) / half)
+    ang = t.to(torch.float64)[..., None] * freqs
+    return torch.cat([ang.cos(), ang.sin()], dim=-1).float()
+
+
+class TimeActionEmbedding(nn.Module):
+    """Per-frame conditioning vector from the flow-matching time and the frame's action.
+
+    t [B, F] (0..1000 scale), actions [B, F, A] normalised to [-1, 1] -> e [B, F, dim].
+    The action branch's last layer is zero-initialised: a converted text-to-video checkpoint
+    behaves as the original until it is fine-tuned on actions.
+    """
+
+    def __init__(self, freq_dim: int, dim: int, action_dim: int):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.time_mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.action_mlp = nn.Sequential(nn.Linear(action_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        nn.init.zeros_(self.action_mlp[2].weight)
+        nn.init.zeros_(self.action_mlp[2].bias)
+
+    def forward(self, t: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        e = self.time_mlp(sinusoidal_embedding(t, self.freq_dim).to(self.time_mlp[0].weight.dtype))
+        return e + self.action_mlp(actions.to(e.dtype))
+
+
+def init_linear(module: nn.Module) -> None:
+    """Xavier-uniform linears with zero bias (DiT's initialisation)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+

@@ -1,0 +1,59 @@
+"""Attention masks, defined per frame and expanded to tokens.
+
+A frame mask is a bool tensor [Fq, Fk]: True where a query frame may attend to a key frame.
+Every token of a frame shares its frame's row, so the token mask is the frame mask with each
+entry repeated `tokens_per_frame` times in both directions. On CPU (and for export) the dense
+token mask is used with SDPA; on CUDA the same rule becomes a FlexAttention block mask.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def block_causal(frames: int, block_frames: int, device=None) -> torch.Tensor:
+    """Full attention inside a block of `block_frames`, causal across blocks. [F, F] bool."""
+    blk = torch.arange(frames, device=device) // block_frames
+    return blk[:, None] >= blk[None, :]
+
+
+def mag_stage1(frames: int, block_frames: int, device=None) -> torch.Tensor:
+    """The memory model's training mask over the sequence [clean frames ; noisy frames]. [2F, 2F] bool.
+
+    Clean block j sees its own clean block and the kept (last) clean frame of every earlier block.
+    Noisy block j sees its own noisy block and the kept clean frames of blocks <= j, so the only
+    path from the clean frames of block j to its reconstruction is the compressed slot.
+    """
+    if frames % block_frames:
+        raise ValueError(f"{frames} frames is not a whole number of blocks of {block_frames}")
+    idx = torch.arange(frames, device=device)
+    blk = idx // block_frames
+    kept = (idx % block_frames) == block_frames - 1
+    same = blk[:, None] == blk[None, :]
+    clean_clean = same | ((blk[:, None] > blk[None, :]) & kept[None, :])
+    noisy_clean = (blk[:, None] >= blk[None, :]) & kept[None, :]
+    noisy_noisy = same
+    none = torch.zeros(frames, frames, dtype=torch.bool, device=device)
+    top = torch.cat([clean_clean, none], dim=1)
+    bottom = torch.cat([noisy_clean, noisy_noisy], dim=1)
+    return torch.cat([top, bottom], dim=0)
+
+
+def expand_to_tokens(frame_mask: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+    """[Fq, Fk] -> [Fq*N, Fk*N] bool."""
+    n = tokens_per_frame
+    return frame_mask.repeat_interleave(n, dim=0).repeat_interleave(n, dim=1)
+
+
+def flex_block_mask(frame_mask: torch.Tensor, tokens_per_frame: int):
+    """The same rule as a FlexAttention BlockMask (CUDA only)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    n = tokens_per_frame
+    fm = frame_mask.contiguous()
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        return fm[q_idx // n, kv_idx // n]
+
+    lq, lk = fm.shape[0] * n, fm.shape[1] * n
+    return create_block_mask(mask_mod, B=None, H=None, Q_LEN=lq, KV_LEN=lk, device=fm.device)

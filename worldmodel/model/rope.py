@@ -1,0 +1,56 @@
+"""3-D rotary position embedding (time, height, width), as in Wan2.1.
+
+The head dimension D is split into three parts: time gets D - 4*(D//6) channels, height and width
+2*(D//6) each. Channel pairs (2i, 2i+1) are rotated by angle pos * theta^(-2i/n) within each part.
+The time position is any integer (or float) frame index, so a clip can start at any offset:
+attention scores depend only on the difference of positions.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def rope_split(head_dim: int) -> tuple[int, int, int]:
+    part = head_dim // 6
+    return head_dim - 4 * part, 2 * part, 2 * part
+
+
+def _freqs(n: int, theta: float, device) -> torch.Tensor:
+    return 1.0 / theta ** (torch.arange(0, n, 2, device=device, dtype=torch.float64) / n)
+
+
+def rope_angles(
+    frame_pos: torch.Tensor, grid: tuple[int, int], head_dim: int, theta: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables for tokens laid out frame-major, then row-major within a frame.
+
+    frame_pos: [F] frame indices (int or float). Returns (cos, sin), each [F*h*w, head_dim/2] float32.
+    """
+    device = frame_pos.device
+    dt, dh, dw = rope_split(head_dim)
+    h, w = grid
+    f = frame_pos.to(torch.float64)
+    ang_t = f[:, None] * _freqs(dt, theta, device)[None]  # [F, dt/2]
+    ang_h = torch.arange(h, device=device, dtype=torch.float64)[:, None] * _freqs(dh, theta, device)[None]
+    ang_w = torch.arange(w, device=device, dtype=torch.float64)[:, None] * _freqs(dw, theta, device)[None]
+    F_ = f.shape[0]
+    ang = torch.cat(
+        [
+            ang_t[:, None, None, :].expand(F_, h, w, -1),
+            ang_h[None, :, None, :].expand(F_, h, w, -1),
+            ang_w[None, None, :, :].expand(F_, h, w, -1),
+        ],
+        dim=-1,
+    ).reshape(F_ * h * w, head_dim // 2)
+    return ang.cos().float(), ang.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs of x [B, L, H, D] by the angles of cos/sin [L, D/2]."""
+    xf = x.float().unflatten(-1, (-1, 2))
+    x0, x1 = xf[..., 0], xf[..., 1]
+    c = cos[None, :, None, :]
+    s = sin[None, :, None, :]
+    out = torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], dim=-1).flatten(-2)
+    return out.type_as(x)

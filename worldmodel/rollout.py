@@ -1,0 +1,151 @@
+"""Rollout: the inference loop, block by block, and the one owner of a session's KV memory.
+
+For each block of B frames:
+  1. choose what to attend to  (strategy.attend_slots: all slots, or recent + pose-retrieved)
+  2. denoise the block in a few steps against that memory view
+  3. rerun the clean block (t = 0) to get its keys/values — by the generator itself, or by the
+     memory model for `mag` — and store the frames the strategy keeps
+A block of real frames from an engine (`observe`) skips step 2.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from worldmodel.actions import ACTION_DIM, ACTION_HIGH, ACTION_LOW, POSE_DIM
+from worldmodel.config import MemoryConfig, SamplerConfig
+from worldmodel.diffusion.flow_matching import step_sigmas
+from worldmodel.diffusion.sampler import denoise_block
+from worldmodel.memory import KVMemory, make_strategy
+from worldmodel.model import CausalDiT
+
+ACTION_TOLERANCE = 1e-3
+
+
+class Rollout:
+    def __init__(
+        self,
+        generator: CausalDiT,
+        sampler: SamplerConfig,
+        memory: MemoryConfig,
+        memory_model: CausalDiT | None = None,
+        batch: int = 1,
+        capacity: int | None = None,
+        dtype: torch.dtype = torch.float32,
+    ):
+        self.generator = generator
+        self.cfg = generator.cfg
+        self.strategy = make_strategy(memory, self.cfg.block_frames)
+        if self.strategy.writer == "memory_model" and memory_model is None:
+            # "MAG without stage 1": the generator writes, but only the last frame is kept.
+            memory_model = generator
+        self.memory_model = memory_model
+        self.sigmas = step_sigmas(sampler)
+        self.batch = batch
+        device = next(generator.parameters()).device
+        self.memory = KVMemory(self.cfg, capacity or memory.capacity_frames, batch, dtype, device)
+        self.next_frame = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.memory.device
+
+    def reset(self) -> None:
+        self.memory.clear()
+        self.next_frame = 0
+
+    # ------------------------------------------------------------------ public steps
+
+    @torch.no_grad()
+    def generate(
+        self,
+        actions: torch.Tensor,
+        scene: torch.Tensor | None = None,
+        poses: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Generate the next block.
+
+        actions: [B, Bf, A] in physical units; scene: [B] int64 (-1 = empty) or None;
+        poses: [B, Bf, pose_dim] camera poses of the new frames (for retrieval and the slot table),
+        or None; noise: [B, Bf, C, h, w] or None. Returns clean latents [B, Bf, C, h, w].
+        """
+        actions, poses = self._check(actions, poses)
+        cfg = self.cfg
+        b, bf = self.batch, cfg.block_frames
+        if noise is None:
+            noise = torch.randn(
+                (b, bf, cfg.latent_channels, cfg.latent_height, cfg.latent_width),
+                generator=generator, device=self.device,
+            )
+        pos = self._positions()
+        view = self.memory.view(self.strategy.attend_slots(self.memory, self._query_pose(poses)))
+        prompt = self.generator.prompt_for_scenes(scene, b)
+
+        def velocity(x, s):
+            return self.generator(x, s * 1000.0, actions, pos, prompt, memory=view)
+
+        x0 = denoise_block(velocity, noise, self.sigmas, generator)
+        self._write(x0, actions, pos, poses, view)
+        return x0
+
+    @torch.no_grad()
+    def observe(self, latents: torch.Tensor, actions: torch.Tensor, poses: torch.Tensor | None = None) -> None:
+        """Write a block of real (encoded) frames into memory as if it had been generated.
+        latents [B, Bf, C, h, w]."""
+        actions, poses = self._check(actions, poses)
+        want = (self.batch, self.cfg.block_frames, self.cfg.latent_channels, self.cfg.latent_height, self.cfg.latent_width)
+        if tuple(latents.shape) != want:
+            raise ValueError(f"observed latents must have shape {list(want)}, got {list(latents.shape)}")
+        if not torch.isfinite(latents).all():
+            raise ValueError("observed latents contain NaN or infinite values")
+        pos = self._positions()
+        view = self.memory.view(self.strategy.attend_slots(self.memory, self._query_pose(poses)))
+        self._write(latents.to(self.device), actions, pos, poses, view)
+
+    # ------------------------------------------------------------------ internals
+
+    def _write(self, x0, actions, pos, poses, view) -> None:
+        writer = self.memory_model if self.strategy.writer == "memory_model" else self.generator
+        if self.strategy.kept_frames():
+            b, f = x0.shape[:2]
+            t0 = torch.zeros(b, f, device=x0.device)
+            # The memory model writes with the empty condition (it was trained that way).
+            prompt = writer.prompt_for_scenes(None, b) if writer is self.memory_model else None
+            _, kvs = writer(x0, t0, actions, pos, prompt, memory=view, return_kv=True)
+            self.strategy.write_block(self.memory, kvs, pos, poses)
+        self.next_frame += self.cfg.block_frames
+
+    def _positions(self) -> torch.Tensor:
+        return torch.arange(self.next_frame, self.next_frame + self.cfg.block_frames, device=self.device)
+
+    @staticmethod
+    def _query_pose(poses):
+        if poses is None:
+            return None
+        return poses[0, -1].detach().cpu().numpy()
+
+    def _check(self, actions, poses):
+        b, bf = self.batch, self.cfg.block_frames
+        actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
+        if tuple(actions.shape) != (b, bf, ACTION_DIM):
+            raise ValueError(f"actions must have shape [{b}, {bf}, {ACTION_DIM}] (one row per frame), got {list(actions.shape)}")
+        if not torch.isfinite(actions).all():
+            raise ValueError("actions contain NaN or infinite values")
+        lo = torch.as_tensor(ACTION_LOW - ACTION_TOLERANCE, device=self.device)
+        hi = torch.as_tensor(ACTION_HIGH + ACTION_TOLERANCE, device=self.device)
+        if ((actions < lo) | (actions > hi)).any():
+            raise ValueError(
+                f"actions out of range: each row is (turn, look, forward, strafe) within "
+                f"low={ACTION_LOW.tolist()} high={ACTION_HIGH.tolist()}"
+            )
+        if poses is not None:
+            poses = torch.as_tensor(poses, dtype=torch.float32)
+            if tuple(poses.shape) != (b, bf, POSE_DIM):
+                raise ValueError(f"poses must have shape [{b}, {bf}, {POSE_DIM}], got {list(poses.shape)}")
+            if not torch.isfinite(poses).all():
+                raise ValueError("poses contain NaN or infinite values")
+        return actions, poses
+
+
