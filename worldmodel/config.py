@@ -186,10 +186,11 @@ def _preset_doom_cpu() -> WorldModelConfig:
 def _preset_doom_small() -> WorldModelConfig:
     return WorldModelConfig(
         name="doom-small",
-        autoencoder=AutoencoderConfig(latent_channels=8, base_channels=64, max_channels=256),
+        # The same autoencoder as doom-cpu: one trained AE serves both, and its decoder is cheap.
+        autoencoder=AutoencoderConfig(latent_channels=8, base_channels=32, max_channels=128),
         model=ModelConfig(
-            latent_channels=8, latent_height=15, latent_width=20, patch=(1, 1, 1), dim=384, heads=6,
-            layers=10, ffn_dim=1536, num_scenes=64,
+            latent_channels=8, latent_height=15, latent_width=20, patch=(1, 1, 1), dim=256, heads=4,
+            layers=8, ffn_dim=1024, num_scenes=64,
         ),
         memory=MemoryConfig(capacity_frames=96, attention_budget=24),
     )

@@ -1,8 +1,21 @@
-"""`magworld eval`: placeholder until issue #4 lands."""
+"""`magworld eval <action>`: evaluation, one module per action (each exposes `register(sub)`).
 
-from worldmodel.cli.common import not_built
+Add an action by writing `worldmodel/cli/eval_<name>.py` and listing it in ACTIONS.
+"""
+
+from worldmodel.cli.common import register_group
+
+ACTIONS = [
+    "worldmodel.cli.eval_curves",
+    "worldmodel.cli.eval_autoencoder",
+]
 
 
 def register(sub):
-    parser = sub.add_parser("eval", help="(not built yet: issue #4)", description="Not built yet: issue #4.")
-    parser.set_defaults(func=not_built("eval", 4))
+    register_group(
+        sub,
+        "eval",
+        help="evaluate runs and checkpoints (training curves, autoencoder reconstruction, ...)",
+        description="magworld eval: evaluate training runs and checkpoints.",
+        modules=ACTIONS,
+    )

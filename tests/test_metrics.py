@@ -1,0 +1,58 @@
+"""PSNR and SSIM behave as their standard definitions say."""
+
+import math
+
+import pytest
+import torch
+
+from worldmodel.metrics import psnr, ssim
+
+
+def images(seed=0, shape=(2, 3, 24, 32)):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=g)
+
+
+def test_identical_images_give_infinite_psnr_and_unit_ssim():
+    x = images()
+    assert torch.isinf(psnr(x, x)).all()
+    assert torch.allclose(ssim(x, x), torch.ones(2, dtype=torch.float64))
+
+
+def test_known_mse_gives_known_psnr():
+    x = torch.full((1, 3, 16, 16), 0.5, dtype=torch.float64)
+    y = x + 0.1  # MSE = 0.01 on a peak of 1 -> 20 dB
+    assert psnr(x, y).item() == pytest.approx(20.0, abs=1e-6)
+
+
+def test_uint8_images_are_measured_on_the_255_scale():
+    x = torch.full((1, 3, 16, 16), 100, dtype=torch.uint8)
+    y = x + 10
+    expected = 10 * math.log10(255**2 / 100)
+    assert psnr(x, y).item() == pytest.approx(expected, abs=1e-6)
+    assert ssim(x, x).item() == pytest.approx(1.0)
+
+
+def test_ssim_is_symmetric_below_one_for_noise_and_batched():
+    x = images(0)
+    noisy = (x + 0.2 * images(1)).clamp(0, 1)
+    s = ssim(x, noisy)
+    assert s.shape == (2,)
+    assert torch.allclose(s, ssim(noisy, x))
+    assert (s < 0.99).all() and (s > -1).all()
+    # More noise, less similar.
+    noisier = (x + 0.5 * images(1)).clamp(0, 1)
+    assert (ssim(x, noisier) < s).all()
+
+
+def test_leading_dimensions_are_kept():
+    x = images(shape=(2, 4, 3, 24, 32))
+    assert psnr(x, x * 0.9).shape == (2, 4)
+    assert ssim(x, x * 0.9).shape == (2, 4)
+
+
+def test_mismatched_inputs_are_refused():
+    with pytest.raises(ValueError, match="shape"):
+        psnr(images(), images(shape=(2, 3, 24, 30)))
+    with pytest.raises(TypeError, match="uint8"):
+        ssim(images(), (images() * 255).to(torch.uint8))

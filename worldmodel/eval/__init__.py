@@ -1,0 +1,1 @@
+"""Evaluation: reconstruction metrics of the autoencoder, next-block prediction, rollouts, revisits."""

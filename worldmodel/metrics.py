@@ -1,0 +1,71 @@
+"""Image reconstruction metrics: PSNR and SSIM, batched, in torch.
+
+Images are `[..., C, H, W]`: uint8 in [0, 255], or float in [0, 1]. Both arguments must have the
+same shape and kind; results have the leading shape `[...]` (one value per image), float64.
+LPIPS is not here: it needs pretrained network weights that cannot be downloaded offline.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+# SSIM as defined by Wang et al. (2004): an 11x11 Gaussian window of sigma 1.5, K1 = 0.01,
+# K2 = 0.03, statistics over the 'valid' part of the image, averaged over channels and positions.
+SSIM_WINDOW = 11
+SSIM_SIGMA = 1.5
+SSIM_K1, SSIM_K2 = 0.01, 0.03
+
+
+def _to_unit(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if (a.dtype == torch.uint8) != (b.dtype == torch.uint8):
+        raise TypeError(f"compare uint8 with uint8 and float with float, got {a.dtype} and {b.dtype}")
+    if a.dim() < 3:
+        raise ValueError(f"expected images [..., C, H, W], got shape {tuple(a.shape)}")
+    if a.dtype == torch.uint8:
+        return a.double() / 255.0, b.double() / 255.0
+    return a.double(), b.double()
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB (peak = 1 on the [0, 1] scale); +inf where images are equal."""
+    a, b = _to_unit(a, b)
+    mse = (a - b).square().flatten(-3).mean(-1)
+    return 10.0 * torch.log10(1.0 / mse)  # mse = 0 gives +inf, as it should
+
+
+def _gaussian_window(size: int, sigma: float, dtype, device) -> torch.Tensor:
+    x = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Structural similarity (Gaussian window), in [-1, 1]; 1 where images are equal.
+
+    Images smaller than the 11-pixel window use a window as large as the smaller side allows.
+    """
+    a, b = _to_unit(a, b)
+    lead = a.shape[:-3]
+    c, h, w = a.shape[-3:]
+    x = a.reshape(-1, c, h, w)
+    y = b.reshape(-1, c, h, w)
+    size = min(SSIM_WINDOW, h, w)
+    size -= 1 - size % 2  # odd, so the window has a centre
+    g = _gaussian_window(size, SSIM_SIGMA, x.dtype, x.device)
+
+    def blur(t: torch.Tensor) -> torch.Tensor:
+        # Separable Gaussian, depthwise over channels, 'valid' borders.
+        t = F.conv2d(t, g.view(1, 1, size, 1).expand(c, 1, size, 1), groups=c)
+        return F.conv2d(t, g.view(1, 1, 1, size).expand(c, 1, 1, size), groups=c)
+
+    c1, c2 = SSIM_K1**2, SSIM_K2**2  # data range is 1
+    mu_x, mu_y = blur(x), blur(y)
+    sxx = blur(x * x) - mu_x**2
+    syy = blur(y * y) - mu_y**2
+    sxy = blur(x * y) - mu_x * mu_y
+    num = (2 * mu_x * mu_y + c1) * (2 * sxy + c2)
+    den = (mu_x**2 + mu_y**2 + c1) * (sxx + syy + c2)
+    return (num / den).flatten(1).mean(-1).reshape(lead)

@@ -1,0 +1,62 @@
+"""Exponential moving average of a model's parameters (the weights that inference uses)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class EMA:
+    """shadow <- decay * shadow + (1 - decay) * param, in float32; buffers are copied as they are.
+
+    The decay ramps up as min(decay, (1 + n) / (10 + n)) over the first updates so that the
+    average is not dominated by the random initialisation in short runs.
+    """
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.updates = 0
+        self.shadow: dict[str, torch.Tensor] = {
+            k: v.detach().float().clone() for k, v in model.named_parameters()
+        }
+        self.buffers: dict[str, torch.Tensor] = {k: v.detach().clone() for k, v in model.named_buffers()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, p in model.named_parameters():
+            self.shadow[k].lerp_(p.detach().float(), 1.0 - d)
+        for k, b in model.named_buffers():
+            self.buffers[k].copy_(b)
+        self.updates += 1
+
+    def state_dict_for(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The model's state dict with EMA weights, in the model's dtypes (what gets shipped)."""
+        own = model.state_dict()
+        out = {}
+        for k, v in own.items():
+            src = self.shadow.get(k, self.buffers.get(k, v))
+            out[k] = src.detach().to(dtype=v.dtype, device="cpu").clone()
+        return out
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        """Overwrite the model's parameters and buffers with the EMA's."""
+        model.load_state_dict(self.state_dict_for(model))
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "updates": self.updates, "shadow": dict(self.shadow), "buffers": dict(self.buffers)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state["shadow"]) != set(self.shadow):
+            missing = sorted(set(self.shadow) - set(state["shadow"]))[:3]
+            extra = sorted(set(state["shadow"]) - set(self.shadow))[:3]
+            raise ValueError(f"EMA state does not fit the model: missing {missing}, unexpected {extra}")
+        self.decay = float(state["decay"])
+        self.updates = int(state["updates"])
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)
+        for k, v in state["buffers"].items():
+            self.buffers[k].copy_(v)
