@@ -149,3 +149,27 @@ class Rollout:
         return actions, poses
 
 
+
+
+def decode_slot_latents(rollout: Rollout, slot: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The memory's own view of a place: denoise a block from noise seeing only the compressed
+    memory up to and including `slot` (as the memory model was trained to). Returns the latents
+    of the block that ends at the slot's frame, [B, Bf, C, h, w]; its last frame is the slot's.
+    """
+    memory, cfg = rollout.memory, rollout.cfg
+    if not 0 <= slot < memory.capacity or memory.frame[slot] < 0:
+        raise ValueError(f"slot {slot} holds nothing (used slots: {memory.used_slots().tolist()})")
+    frame = int(memory.frame[slot])
+    earlier = [s for s in memory.used_slots() if memory.frame[s] <= frame]
+    budget = rollout.strategy.cfg.attention_budget
+    view = memory.view(earlier[-budget:])
+    decoder = rollout.memory_model if rollout.memory_model is not None else rollout.generator
+    b, bf = rollout.batch, cfg.block_frames
+    pos = torch.arange(frame - bf + 1, frame + 1, device=rollout.device)
+    actions = torch.zeros(b, bf, cfg.action_dim, device=rollout.device)
+    prompt = decoder.prompt_for_scenes(None, b)
+    noise = torch.randn((b, bf, cfg.latent_channels, cfg.latent_height, cfg.latent_width),
+                        generator=generator, device=rollout.device)
+    with torch.no_grad():
+        return denoise_block(lambda x, s: decoder(x, s * 1000.0, actions, pos, prompt, memory=view),
+                             noise, rollout.sigmas, generator)

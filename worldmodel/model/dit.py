@@ -134,6 +134,7 @@ class CausalDiT(nn.Module):
         frame_mask: torch.Tensor | None = None,
         memory: MemoryView | None = None,
         return_kv: bool = False,
+        scene: torch.Tensor | None = None,
     ):
         """Predict the flow velocity of F latent frames.
 
@@ -144,6 +145,7 @@ class CausalDiT(nn.Module):
         prompt:     [B, text_tokens, text_dim] or None for the empty condition
         frame_mask: [F, F] bool, which frames may attend to which; None = all (one block)
         memory:     past keys/values to attend to (inference), or None
+        scene:      [B] int64 scene ids (-1 = empty), used when `prompt` is None
         Returns v [B, F, C, h, w]; with return_kv also a list over layers of (k, v), each
         [B, F, N, heads, head_dim] (k post-RoPE) — what a memory write stores.
         """
@@ -161,7 +163,8 @@ class CausalDiT(nn.Module):
         context = None
         if cfg.cross_attention:
             if prompt is None:
-                prompt = self.null_prompt[None].expand(b, -1, -1)
+                # inside forward, so that DDP sees the prompt tables used
+                prompt = self.prompt_for_scenes(scene, b)
             context = self.text_embedding(prompt.to(tokens.dtype))
 
         mask = None

@@ -39,6 +39,23 @@ def mag_stage1(frames: int, block_frames: int, device=None) -> torch.Tensor:
     return torch.cat([top, bottom], dim=0)
 
 
+def teacher_forcing(frames: int, block_frames: int, device=None) -> torch.Tensor:
+    """Training with clean history over the sequence [clean frames ; noisy frames]. [2F, 2F] bool.
+
+    Clean frames attend block-causally among themselves (they make the history, as the cache
+    does at inference); noisy block j sees the clean blocks before j and its own noisy block —
+    exactly what a block being denoised sees at inference.
+    """
+    if frames % block_frames:
+        raise ValueError(f"{frames} frames is not a whole number of blocks of {block_frames}")
+    blk = torch.arange(frames, device=device) // block_frames
+    clean_clean = blk[:, None] >= blk[None, :]
+    noisy_clean = blk[:, None] > blk[None, :]
+    noisy_noisy = blk[:, None] == blk[None, :]
+    none = torch.zeros(frames, frames, dtype=torch.bool, device=device)
+    return torch.cat([torch.cat([clean_clean, none], 1), torch.cat([noisy_clean, noisy_noisy], 1)], 0)
+
+
 def expand_to_tokens(frame_mask: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
     """[Fq, Fk] -> [Fq*N, Fk*N] bool."""
     n = tokens_per_frame

@@ -1,0 +1,55 @@
+"""The seam between the server and a model: a Backend makes EngineSessions.
+
+Frames on this interface are RGB uint8 numpy arrays [F, H, W, 3]; actions float32 [F, A] in the
+units of worldmodel.actions; poses float32 [F, pose_dim]. F is always one block (block_frames)
+for `step`, and a whole number of blocks for `observe`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from worldmodel.config import WorldModelConfig
+
+
+class EngineSession(ABC):
+    """One client's generator state and KV memory."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget everything; the next frame is frame 0."""
+
+    @abstractmethod
+    def observe(self, frames: np.ndarray, actions: np.ndarray, poses: np.ndarray | None) -> None:
+        """Encode real frames [k*B, H, W, 3] and write them into memory as if generated."""
+
+    @abstractmethod
+    def step(self, actions: np.ndarray, poses: np.ndarray | None, scene: int | None) -> np.ndarray:
+        """Generate the next block from actions [B, A] -> frames [B, H, W, 3] uint8."""
+
+    @abstractmethod
+    def memory_state(self) -> dict:
+        """Slots used/capacity, bytes held, what a full cache would hold, evictions, slot table."""
+
+    @abstractmethod
+    def decode_slot(self, slot: int) -> np.ndarray:
+        """Pixels reconstructed from one memory slot: [B, H, W, 3] uint8 (last frame = the slot's)."""
+
+    @property
+    @abstractmethod
+    def next_frame(self) -> int:
+        """Absolute index of the next frame to generate."""
+
+
+class Backend(ABC):
+    name = "base"
+
+    def __init__(self, config: WorldModelConfig):
+        self.config = config
+
+    @abstractmethod
+    def new_session(self, strategy: str | None = None, capacity: int | None = None,
+                    attention_budget: int | None = None, seed: int = 0) -> EngineSession:
+        ...

@@ -1,0 +1,119 @@
+"""WorldModel: everything a runtime needs, loaded from one checkpoint directory.
+
+A checkpoint directory holds `config.json` (a WorldModelConfig) and safetensors weights:
+`autoencoder`, `generator`, and, for MAG, `memory_model` (each a single file or ≤16 MiB shards).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from worldmodel.autoencoder import Autoencoder, channels_first, frames_to_uint8
+from worldmodel.config import WorldModelConfig, apply_overrides
+from worldmodel.model import CausalDiT
+from worldmodel.rollout import Rollout
+
+SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
+
+
+@dataclass
+class WorldModel:
+    config: WorldModelConfig
+    autoencoder: Autoencoder
+    generator: CausalDiT
+    memory_model: CausalDiT | None = None
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "WorldModel":
+        """Load a checkpoint directory (safetensors only; never pickle)."""
+        from worldmodel.train import checkpoint as ckpt
+
+        directory = ckpt.resolve_checkpoint(directory)
+        config = ckpt.load_config(directory)
+        ae = ckpt.load_module(Autoencoder(config.autoencoder), directory, "autoencoder")
+        gen = ckpt.load_module(CausalDiT(config.model), directory, "generator")
+        mem = None
+        if any(Path(directory).glob("memory_model*.safetensors")):
+            mem = ckpt.load_module(CausalDiT(config.model), directory, "memory_model")
+        return cls(config, ae, gen, mem).to(device).eval()
+
+    @classmethod
+    def random(cls, config: WorldModelConfig, seed: int = 0, std: float = 0.05) -> "WorldModel":
+        """Untrained weights (random, not the zero init) — for tests and speed benchmarks."""
+        torch.manual_seed(seed)
+        ae, gen, mem = Autoencoder(config.autoencoder), CausalDiT(config.model), CausalDiT(config.model)
+        with torch.no_grad():
+            for p in list(gen.parameters()) + list(mem.parameters()):
+                p.normal_(0, std)
+        return cls(config, ae, gen, mem).eval()
+
+    def save(self, directory: str | Path) -> None:
+        from worldmodel.train import checkpoint as ckpt
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        ckpt.save_config(directory, self.config)
+        ckpt.save_weights(directory, "autoencoder", self.autoencoder.state_dict())
+        ckpt.save_weights(directory, "generator", self.generator.state_dict())
+        if self.memory_model is not None:
+            ckpt.save_weights(directory, "memory_model", self.memory_model.state_dict())
+
+    def to(self, device) -> "WorldModel":
+        for m in self.modules():
+            m.to(device)
+        return self
+
+    def eval(self) -> "WorldModel":
+        for m in self.modules():
+            m.eval()
+        return self
+
+    def modules(self):
+        return [m for m in (self.autoencoder, self.generator, self.memory_model) if m is not None]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    # ------------------------------------------------------------------ use
+
+    def rollout(self, strategy: str | None = None, capacity: int | None = None, batch: int = 1,
+                attention_budget: int | None = None) -> Rollout:
+        """A fresh inference loop with its own memory (one per session)."""
+        overrides = []
+        if strategy:
+            overrides.append(f"memory.strategy={strategy}")
+        if attention_budget:
+            overrides.append(f"memory.attention_budget={attention_budget}")
+        if capacity:
+            overrides.append(f"memory.capacity_frames={capacity}")
+        memory_cfg = apply_overrides(self.config, overrides).memory if overrides else self.config.memory
+        return Rollout(self.generator, self.config.sampler, memory_cfg, self.memory_model, batch=batch)
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """RGB uint8 frames [B, F, H, W, 3] -> latents [B, F, C, h, w]."""
+        b, f = frames.shape[:2]
+        z = self.autoencoder.encode(channels_first(frames.to(self.device)).flatten(0, 1))
+        return z.unflatten(0, (b, f))
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [B, F, C, h, w] -> RGB uint8 frames [B, F, H, W, 3]."""
+        b, f = latents.shape[:2]
+        frames = self.autoencoder.decode(latents.flatten(0, 1))
+        return frames_to_uint8(frames).movedim(-3, -1).unflatten(0, (b, f))
+
+
+def shipped_checkpoint(name: str) -> Path:
+    """Path of a checkpoint shipped in the repository's `checkpoints/` folder."""
+    path = SHIPPED / name
+    if not (path / "config.json").is_file():
+        have = sorted(p.name for p in SHIPPED.iterdir() if (p / "config.json").is_file()) if SHIPPED.is_dir() else []
+        raise FileNotFoundError(f"no shipped checkpoint {name!r} in {SHIPPED}; available: {have or 'none'}")
+    return path
