@@ -190,7 +190,7 @@ def _preset_doom_small() -> WorldModelConfig:
         autoencoder=AutoencoderConfig(latent_channels=8, base_channels=32, max_channels=128),
         model=ModelConfig(
             latent_channels=8, latent_height=15, latent_width=20, patch=(1, 1, 1), dim=256, heads=4,
-            layers=8, ffn_dim=1024, num_scenes=64,
+            layers=6, ffn_dim=1024, num_scenes=64,
         ),
         memory=MemoryConfig(capacity_frames=96, attention_budget=24),
     )

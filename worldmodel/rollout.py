@@ -14,8 +14,8 @@ import torch
 
 from worldmodel.actions import ACTION_DIM, ACTION_HIGH, ACTION_LOW, POSE_DIM
 from worldmodel.config import MemoryConfig, SamplerConfig
-from worldmodel.diffusion.flow_matching import step_sigmas
-from worldmodel.diffusion.sampler import denoise_block
+from worldmodel.diffusion.flow_matching import step_sigmas, teacher_sigmas
+from worldmodel.diffusion.sampler import denoise_block, euler_block
 from worldmodel.memory import KVMemory, make_strategy
 from worldmodel.model import CausalDiT
 
@@ -32,7 +32,10 @@ class Rollout:
         batch: int = 1,
         capacity: int | None = None,
         dtype: torch.dtype = torch.float32,
+        euler_steps: int | None = None,
     ):
+        """euler_steps: sample with the deterministic multi-step Euler solver instead of the
+        few-step sampler (how the multi-step teacher is run)."""
         self.generator = generator
         self.cfg = generator.cfg
         self.strategy = make_strategy(memory, self.cfg.block_frames)
@@ -41,6 +44,7 @@ class Rollout:
             memory_model = generator
         self.memory_model = memory_model
         self.sigmas = step_sigmas(sampler)
+        self.euler_sigmas = teacher_sigmas(sampler, euler_steps) if euler_steps else None
         self.batch = batch
         device = next(generator.parameters()).device
         self.memory = KVMemory(self.cfg, capacity or memory.capacity_frames, batch, dtype, device)
@@ -86,7 +90,10 @@ class Rollout:
         def velocity(x, s):
             return self.generator(x, s * 1000.0, actions, pos, prompt, memory=view)
 
-        x0 = denoise_block(velocity, noise, self.sigmas, generator)
+        if self.euler_sigmas is not None:
+            x0 = euler_block(velocity, noise, self.euler_sigmas)
+        else:
+            x0 = denoise_block(velocity, noise, self.sigmas, generator)
         self._write(x0, actions, pos, poses, view)
         return x0
 

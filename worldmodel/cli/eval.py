@@ -8,6 +8,9 @@ from worldmodel.cli.common import register_group
 ACTIONS = [
     "worldmodel.cli.eval_curves",
     "worldmodel.cli.eval_autoencoder",
+    "worldmodel.cli.eval_next_block",
+    "worldmodel.cli.eval_memory",
+    "worldmodel.cli.eval_rollout",
 ]
 
 

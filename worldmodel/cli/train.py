@@ -34,6 +34,9 @@ def register(sub):
         group = p.add_argument_group(f"{name} options")
         cls.add_arguments(group)
         p.set_defaults(func=run, stage_name=name, stage_args=sorted({a.dest for a in p._actions} - before))
+    from worldmodel.train.package import register_package
+
+    register_package(stages)
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -123,6 +126,10 @@ def run(args) -> int:
         stage = load_stage(args.stage_name)(config, options, info)
         make_dataset = dataset_factory(args.data, args.split, config, info)
         Trainer(stage, make_dataset, options, info, start_time=start, progress=not args.no_progress).run()
+        if info.is_main:
+            from worldmodel.machine import describe
+
+            (Path(args.out) / "machine.txt").write_text(describe(str(info.device)) + "\n")
     finally:
         shutdown()
     return 0

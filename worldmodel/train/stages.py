@@ -9,6 +9,12 @@ import importlib
 
 STAGES: dict[str, str] = {
     "autoencoder": "worldmodel.train.stage_autoencoder:AutoencoderStage",
+    "teacher": "worldmodel.train.stage_teacher:TeacherStage",
+    "ode-init": "worldmodel.train.stage_ode_init:OdeInitStage",
+    "dmd": "worldmodel.train.stage_dmd:DMDStage",
+    "direct-forcing": "worldmodel.train.stage_direct_forcing:DirectForcingStage",
+    "memory": "worldmodel.train.stage_memory:MemoryStage",
+    "generator": "worldmodel.train.stage_generator:GeneratorStage",
 }
 
 

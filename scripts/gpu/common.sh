@@ -1,0 +1,38 @@
+# Sourced by the GPU session scripts: installs the carried wheels and sets up paths.
+# Usage on the device machine (repo root):  bash scripts/gpu/<session>.sh
+set -euo pipefail
+export PYTHONUNBUFFERED=1
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD
+else
+  export PYTHONPATH=$PWD
+fi
+OUT=${OUT:-/tmp/out}
+RUNS=/tmp/runs
+DATA=/tmp/data
+mkdir -p "$OUT" "$RUNS"
+MW="python3 -m worldmodel.cli"
+T0=$(date +%s)
+elapsed() { echo $(( $(date +%s) - T0 )); }
+# minutes left before a deadline given in seconds since the start, minus a margin
+minutes_until() { python3 -c "print(max(0.5, ($1 - $(elapsed) - ${2:-0}) / 60))"; }
+log() { echo "[$(elapsed)s] $*"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+
+record_data() {
+  # The same seed every session: the data set is regenerated identically on each fresh machine.
+  log "recording training data"
+  $MW data record --policy mix --frames "${1:-150000}" --workers 15 --seed 1 --out "$DATA" 2>&1 | tail -3
+  $MW data check "$DATA" | tail -2
+  log "recording held-out data and the revisit benchmark"
+  $MW data record --policy mix --frames 6000 --workers 4 --seed 2 --out "$DATA-heldout" \
+      --maps freedoom1.wad:E2M3 freedoom1.wad:E4M5 freedoom2.wad:MAP07 freedoom2.wad:MAP19 2>&1 | tail -2
+  $MW data revisit-bench --cases 64 --seed 0 --out "$DATA-revisit" 2>&1 | tail -2
+}
+
+bring_back() {
+  # bring_back NAME RUN_DIR...: EMA weights (bf16), config and metrics of each run, as one tar in $OUT
+  local name=$1; shift
+  python3 scripts/gpu/collect.py "$OUT/$name.tar" "$@"
+}

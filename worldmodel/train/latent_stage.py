@@ -1,0 +1,108 @@
+"""Base of the stages that train a transformer on latent clips (teacher, generator, memory model).
+
+It loads the frozen autoencoder (`--autoencoder DIR`), turns a batch of RGB clips into latents,
+and offers the pieces every such stage shares: initialising a CausalDiT from another run,
+scene-condition dropout, and randomised RoPE start offsets (in whole blocks, so no model comes to
+depend on absolute time).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from worldmodel.autoencoder import channels_first, load_autoencoder
+from worldmodel.model import CausalDiT
+from worldmodel.train import checkpoint as ckpt
+from worldmodel.train.stage import Stage
+
+MAX_OFFSET_BLOCKS = 64  # RoPE start offsets drawn from [0, 64) blocks
+
+
+class LatentStage(Stage):
+    default_clip_blocks = 4
+    default_batch_size = 16
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--autoencoder", required=True, help="run or checkpoint directory of the trained autoencoder")
+        parser.add_argument("--init", default=None,
+                            help="run or checkpoint directory to initialise the trained network from")
+        parser.add_argument("--clip-blocks", type=int, default=cls.default_clip_blocks,
+                            help=f"blocks per training clip (default {cls.default_clip_blocks})")
+        parser.add_argument("--scene-dropout", type=float, default=0.1,
+                            help="probability of training with the empty scene condition (default 0.1)")
+
+    def build(self) -> None:
+        extra = self.options.extra
+        self.block = self.config.model.block_frames
+        self.clip_blocks = int(extra.get("clip_blocks") or self.default_clip_blocks)
+        self.clip_frames = self.clip_blocks * self.block
+        self.scene_dropout = float(extra.get("scene_dropout", 0.1))
+        ae_dir = extra.get("autoencoder")
+        if not ae_dir:
+            raise ValueError(f"stage {self.name} needs --autoencoder DIR (a trained autoencoder run)")
+        self.autoencoder = load_autoencoder(ae_dir, self.device).requires_grad_(False)
+        ae, m = self.autoencoder.config, self.config.model
+        if (ae.latent_channels, ae.latent_height, ae.latent_width) != (m.latent_channels, m.latent_height, m.latent_width):
+            raise ValueError(
+                f"the autoencoder in {ae_dir} makes latents {ae.latent_channels}x{ae.latent_height}x{ae.latent_width} "
+                f"but the model expects {m.latent_channels}x{m.latent_height}x{m.latent_width}"
+            )
+        self.config.autoencoder = ae  # ship the autoencoder's config with every checkpoint of this run
+        self.build_models()
+
+    def build_models(self) -> None:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- services
+
+    def new_dit(self, init: str | None = None, names: tuple[str, ...] = ()) -> CausalDiT:
+        """A CausalDiT on this device, with weights from the first of `names` found in `init`."""
+        model = CausalDiT(self.config.model).to(self.device)
+        if init:
+            directory = ckpt.resolve_checkpoint(init)
+            for name in names:
+                if any(Path(directory).glob(f"{name}*.safetensors")):
+                    ckpt.load_module(model, directory, name)
+                    return model
+            raise ckpt.CheckpointError(f"{directory} holds none of the weights {list(names)} to initialise from")
+        return model
+
+    @torch.no_grad()
+    def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """frames uint8 [b, L, H, W, 3] -> latents float32 [b, L, C, h, w]."""
+        frames = batch["frames"]
+        b, length = frames.shape[:2]
+        with self.autocast():
+            z = self.autoencoder.encode(channels_first(frames.flatten(0, 1)))
+        return z.float().unflatten(0, (b, length))
+
+    def scenes(self, batch: dict[str, torch.Tensor], p_drop: float | None = None) -> torch.Tensor:
+        """Scene ids [b], each replaced by -1 (empty condition) with probability p_drop."""
+        scene = batch["scene"].long().to(self.device)
+        if self.config.model.num_scenes == 0:
+            return torch.full_like(scene, -1)
+        p = self.scene_dropout if p_drop is None else p_drop
+        drop = torch.rand(scene.shape, device=self.device) < p
+        return torch.where(drop, torch.full_like(scene, -1), scene)
+
+    def positions(self, frames: int, copies: int = 1) -> torch.Tensor:
+        """Frame positions [copies*frames] starting at a random whole block, repeated per copy."""
+        offset = int(torch.randint(0, MAX_OFFSET_BLOCKS, ())) * self.block
+        pos = torch.arange(offset, offset + frames, device=self.device)
+        return pos.repeat(copies)
+
+    def sigmas_per_frame(self, b: int, frames: int) -> torch.Tensor:
+        """Diffusion-forcing noise levels [b, frames]: half the samples one level per block,
+        half one level per frame; shifted like the sampler's."""
+        from worldmodel.diffusion.flow_matching import shift_sigma
+
+        shift = self.config.sampler.shift
+        per_block = torch.rand(b, frames // self.block, device=self.device).repeat_interleave(self.block, 1)
+        per_frame = torch.rand(b, frames, device=self.device)
+        choose = torch.rand(b, 1, device=self.device) < 0.5
+        u = torch.where(choose, per_block, per_frame)
+        return shift_sigma(u, shift).clamp(1e-3, 1.0)
