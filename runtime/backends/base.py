@@ -49,6 +49,12 @@ class Backend(ABC):
     def __init__(self, config: WorldModelConfig):
         self.config = config
 
+    def bytes_per_slot(self) -> int:
+        """Bytes one memory slot holds: K and V of one latent frame in every layer (float32 here;
+        a backend that stores the cache in another dtype overrides this)."""
+        m = self.config.model
+        return 2 * m.layers * m.tokens_per_frame * m.dim * 4
+
     @abstractmethod
     def new_session(self, strategy: str | None = None, capacity: int | None = None,
                     attention_budget: int | None = None, seed: int = 0) -> EngineSession:

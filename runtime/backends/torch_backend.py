@@ -36,7 +36,12 @@ class TorchSession(EngineSession):
     def step(self, actions, poses, scene):
         p = None if poses is None else torch.from_numpy(poses[None])
         s = None if scene is None else torch.tensor([scene], device=self.model.device)
-        x0 = self.rollout.generate(torch.from_numpy(actions[None]), s, p, generator=self.generator)
+        rng = self.generator.get_state()
+        try:
+            x0 = self.rollout.generate(torch.from_numpy(actions[None]), s, p, generator=self.generator)
+        except BaseException:
+            self.generator.set_state(rng)  # a failed step leaves no trace, not even in the noise stream
+            raise
         return self.model.decode(x0)[0].cpu().numpy()
 
     def memory_state(self):

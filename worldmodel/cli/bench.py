@@ -6,7 +6,7 @@ Speed is shown here, never by timed tests.
 
 from worldmodel.cli.common import register_group
 
-BENCH_MODULES = ["worldmodel.bench_generate", "worldmodel.data.bench_record"]
+BENCH_MODULES = ["worldmodel.bench_generate", "worldmodel.data.bench_record", "runtime.bench_serve"]
 
 
 def register(sub):

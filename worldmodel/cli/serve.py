@@ -1,8 +1,103 @@
-"""`magworld serve`: placeholder until issue #6 lands."""
+"""`magworld serve`: the runtime server (protocol: docs/protocol.md)."""
 
-from worldmodel.cli.common import not_built
+from __future__ import annotations
+
+import argparse
+import atexit
+import shutil
+import sys
+import tempfile
 
 
 def register(sub):
-    parser = sub.add_parser("serve", help="(not built yet: issue #6)", description="Not built yet: issue #6.")
-    parser.set_defaults(func=not_built("serve", 6))
+    p = sub.add_parser(
+        "serve",
+        help="run the world-model server (ZeroMQ, protocol v1)",
+        description="magworld serve: load a checkpoint (autoencoder, generator, memory model) and serve "
+        "generated frames to clients over ZeroMQ (docs/protocol.md). One session per client, each with "
+        "its own rolling compressed memory. Binds loopback unless told otherwise; a remote bind needs "
+        "CURVE keys or --insecure.",
+    )
+    p.add_argument("--checkpoint", help="checkpoint directory (default: the shipped doom-small on CUDA, doom-cpu on CPU)")
+    p.add_argument("--preset", help="with --random-weights: model preset (tiny, doom-cpu, doom-small)")
+    p.add_argument("--random-weights", action="store_true", help="serve untrained weights of --preset (tests, speed)")
+    p.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ROUTER endpoint (a port of * picks a free one)")
+    p.add_argument("--pub", help="PUB endpoint streaming every generated block (topic = session id)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--max-sessions", type=int, default=8)
+    p.add_argument("--idle-timeout", type=float, default=300.0, help="seconds before an idle session is dropped")
+    p.add_argument("--max-capacity", type=int, help="memory slots a client may ask for (default: the config's capacity)")
+    p.add_argument("--max-observe-blocks", type=int, default=16, help="blocks of frames per observe/reset request")
+    p.add_argument("--max-message-bytes", type=int, help="larger requests get a too_large error (default: fits "
+                   "--max-observe-blocks blocks of frames)")
+    p.add_argument("--curve-secret-key", help="server certificate with a secret key (zmq.auth.create_certificates)")
+    p.add_argument("--curve-clients", help="folder of client public certificates allowed to connect")
+    p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without CURVE")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-warmup", action="store_true", help="skip the warm-up block before serving")
+    p.set_defaults(func=run)
+
+
+def build_backend(args) -> tuple[object, str, str]:
+    """-> (backend, model name, device) from --checkpoint / --preset --random-weights."""
+    import torch
+
+    from runtime.backends import load_backend
+    from worldmodel.bundle import WorldModel, shipped_checkpoint
+    from worldmodel.config import preset
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.random_weights:
+        if not args.preset:
+            raise ValueError("--random-weights needs --preset (tiny, doom-cpu, doom-small)")
+        # Saved and reloaded like any checkpoint, so every backend serves it the same way.
+        folder = tempfile.mkdtemp(prefix=f"magworld-{args.preset}-")
+        atexit.register(shutil.rmtree, folder, True)
+        WorldModel.random(preset(args.preset)).save(folder)
+        return load_backend(args.backend, folder, device), f"{args.preset} (random weights)", device
+    checkpoint = args.checkpoint or shipped_checkpoint("doom-small" if device.startswith("cuda") else "doom-cpu")
+    backend = load_backend(args.backend, checkpoint, device)
+    return backend, backend.config.name, device
+
+
+def run(args: argparse.Namespace) -> int:
+    import zmq
+
+    from runtime.server import Server, ServerOptions, check_endpoints
+
+    opts = ServerOptions(
+        bind=args.bind, pub=args.pub, max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout,
+        max_capacity=args.max_capacity, max_observe_blocks=args.max_observe_blocks,
+        max_message_bytes=args.max_message_bytes, insecure=args.insecure,
+        curve_secret_key=args.curve_secret_key, curve_clients=args.curve_clients,
+    )
+    try:
+        check_endpoints(opts)  # before the model loads: fail fast
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        backend, name, device = build_backend(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"magworld serve: {e}", file=sys.stderr)
+        return 2
+    server = Server(backend, opts, model_name=name, device=device)
+    try:
+        server.bind()
+    except (ValueError, RuntimeError, zmq.ZMQError) as e:  # ZMQError: e.g. the address is in use
+        print(f"magworld serve: {e}", file=sys.stderr)
+        return 2
+    if not args.no_warmup:
+        warm_up(backend)
+    server.serve_forever()
+    return 0
+
+
+def warm_up(backend) -> None:
+    """One block on a throwaway session, so the first client does not pay one-time costs."""
+    import numpy as np
+
+    cfg = backend.config
+    session = backend.new_session()
+    session.step(np.zeros((cfg.model.block_frames, cfg.model.action_dim), np.float32), None, None)

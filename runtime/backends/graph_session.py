@@ -1,0 +1,303 @@
+"""A session that runs exported graphs (ONNX Runtime or TensorRT) with the host logic of Rollout.
+
+The host side is PyTorch's own: a `KVMemory` (tensors on the runtime's device), the same
+`MemoryStrategy` (which slots to attend, which to overwrite, which frames to keep) and the same
+few-step sampler (`denoise_block`) fed by the same seeded generator, so a session here follows
+the PyTorch backend step for step. Only the networks are graphs. Each graph has fixed input and
+output buffers, bound once (IO binding / tensor addresses), so tensors stay on the device:
+
+    per block:  gather attended slots -> memory_k/v/valid buffers (padded with invalid slots)
+                4 x generator_step  ->  memory_write  ->  KVMemory.write  ->  decoder
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+import torch
+
+from export.manifest import ExportError
+from runtime.backends.base import Backend, EngineSession
+from worldmodel.config import WorldModelConfig, apply_overrides
+from worldmodel.diffusion.flow_matching import step_sigmas
+from worldmodel.diffusion.sampler import denoise_block
+from worldmodel.memory import KVMemory, make_strategy
+from worldmodel.rollout import Rollout
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                "int64": torch.int64, "int32": torch.int32, "bool": torch.bool, "uint8": torch.uint8}
+
+
+class GraphRunner(Protocol):
+    """What a backend provides: graphs that read and write caller-owned device buffers."""
+
+    device: torch.device
+
+    def bind(self, graph: str, tensors: dict[str, torch.Tensor]) -> Callable[[], None]:
+        """Bind every input and output of `graph` to the given tensors (by name); returns a call
+        that runs the graph on them. Buffers must stay alive and in place while bound."""
+
+
+class BoundGraph:
+    """A graph's input/output buffers (allocated from the manifest) and the call that runs it."""
+
+    def __init__(self, runner: GraphRunner, name: str, entry: dict, shared: dict[str, torch.Tensor]):
+        def alloc(spec):
+            if spec["name"] in shared:  # the memory inputs: one buffer for every graph that reads memory
+                return shared[spec["name"]]
+            return torch.zeros(spec["shape"], dtype=TORCH_DTYPES[spec["dtype"]], device=runner.device)
+
+        self.inputs = {s["name"]: alloc(s) for s in entry["inputs"]}
+        self.outputs = {s["name"]: alloc(s) for s in entry["outputs"]}
+        self.run = runner.bind(name, {**self.inputs, **self.outputs})
+
+    def __call__(self, **feeds: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Copy `feeds` into the input buffers (casting), run, return the output buffers (reused
+        by the next call: clone what must outlive it)."""
+        for name, value in feeds.items():
+            if name in self.inputs:  # an input the exporter dropped as unused is not fed
+                self.inputs[name].copy_(value)
+        self.run()
+        return self.outputs
+
+
+class GraphSession(EngineSession):
+    def __init__(self, runner: GraphRunner, manifest: dict, prompts: dict[str, torch.Tensor],
+                 strategy=None, capacity=None, attention_budget=None, seed: int = 0):
+        self.manifest = manifest
+        exported = manifest["memory"]
+        overrides = [f"memory.{k}={v}" for k, v in (("strategy", strategy), ("capacity_frames", capacity),
+                                                      ("attention_budget", attention_budget)) if v]
+        config = apply_overrides(WorldModelConfig.from_dict(manifest["config"]), overrides)
+        self.cfg = config.model
+        self.strategy = make_strategy(config.memory, self.cfg.block_frames)
+        self._check_layout(exported, config)
+        self.batch = 1
+        self.device = runner.device
+        step_inputs = {s["name"]: s for s in manifest["graphs"]["generator_step"]["inputs"]}
+        self.memory_inputs = {
+            name: torch.zeros(step_inputs[name]["shape"], dtype=TORCH_DTYPES[step_inputs[name]["dtype"]],
+                              device=self.device)
+            for name in ("memory_k", "memory_v", "memory_valid")
+        }
+        self.graphs = {name: BoundGraph(runner, name, entry, self.memory_inputs)
+                       for name, entry in manifest["graphs"].items()}
+        self.slots = exported["slots"]
+        self.memory = KVMemory(self.cfg, config.memory.capacity_frames, 1, self.memory_inputs["memory_k"].dtype,
+                               self.device)
+        self.prompts = {k: v.to(self.device) for k, v in prompts.items()}
+        self.sigmas = step_sigmas(config.sampler)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self._next_frame = 0
+
+    def _check_layout(self, exported: dict, config: WorldModelConfig) -> None:
+        """The graphs were made for one strategy and S attended slots: refuse what they cannot run."""
+        s = self.strategy
+        made_for = make_strategy(WorldModelConfig.from_dict(self.manifest["config"]).memory, self.cfg.block_frames)
+        if s.kept_frames() != made_for.kept_frames() or s.writer != made_for.writer:
+            raise ExportError(
+                f"this export was made for memory strategy {made_for.name!r}; strategy {s.name!r} keeps other "
+                f"frames or is written by another network: export again with --strategy {s.name}"
+            )
+        mem = config.memory
+        attended = mem.attention_budget if s.name == "mag" else mem.capacity_frames
+        if s.kept_frames() and attended > exported["slots"]:
+            what = "attention_budget" if s.name == "mag" else "capacity"
+            raise ExportError(
+                f"the graphs attend to {exported['slots']} memory slots, this session asks for {what} {attended}: "
+                f"export again with --{what.replace('_', '-')} {attended}"
+            )
+
+    # ------------------------------------------------------------------ EngineSession
+
+    @property
+    def next_frame(self) -> int:
+        return self._next_frame
+
+    def reset(self) -> None:
+        self.memory.clear()
+        self._next_frame = 0
+
+    @torch.no_grad()
+    def step(self, actions, poses, scene):
+        actions, poses = self._check(actions, poses)
+        cfg = self.cfg
+        shape = (1, cfg.block_frames, cfg.latent_channels, cfg.latent_height, cfg.latent_width)
+        noise = torch.randn(shape, generator=self.generator, device=self.device)
+        pos = self._positions()
+        self._gather(self.strategy.attend_slots(self.memory, Rollout._query_pose(poses)))
+        x0 = self._denoise("generator_step", noise, actions, pos, self._prompt("generator", scene))
+        self._write(x0, actions, pos, poses)
+        return self._decode(x0)
+
+    @torch.no_grad()
+    def observe(self, frames, actions, poses):
+        bf = self.cfg.block_frames
+        n = len(frames)
+        if n == 0 or n % bf:
+            raise ValueError(f"observe needs a whole number of blocks of {bf} frames, got {n}")
+        for i in range(0, n, bf):
+            a, p = self._check(actions[i:i + bf][None], None if poses is None else poses[i:i + bf][None])
+            latents = self.graphs["encoder"](frames=torch.from_numpy(np.ascontiguousarray(frames[i:i + bf])))["latents"]
+            self._gather(self.strategy.attend_slots(self.memory, Rollout._query_pose(p)))
+            self._write(latents.float()[None], a, self._positions(), p)
+
+    @torch.no_grad()
+    def decode_slot(self, slot):
+        # As worldmodel.rollout.decode_slot_latents: denoise the block ending at the slot's frame
+        # from noise, seeing only the memory up to that slot, with the memory model if there is one.
+        memory, cfg = self.memory, self.cfg
+        if not 0 <= slot < memory.capacity or memory.frame[slot] < 0:
+            raise ValueError(f"slot {slot} holds nothing (used slots: {memory.used_slots().tolist()})")
+        frame = int(memory.frame[slot])
+        earlier = [s for s in memory.used_slots() if memory.frame[s] <= frame]
+        self._gather(earlier[-self.strategy.cfg.attention_budget:])
+        bf = cfg.block_frames
+        pos = torch.arange(frame - bf + 1, frame + 1, device=self.device)
+        actions = torch.zeros(1, bf, cfg.action_dim, device=self.device)
+        graph, net = ("memory_step", "memory_model") if "memory_step" in self.graphs else ("generator_step", "generator")
+        noise = torch.randn((1, bf, cfg.latent_channels, cfg.latent_height, cfg.latent_width),
+                            generator=self.generator, device=self.device)
+        return self._decode(self._denoise(graph, noise, actions, pos, self._prompt(net, None)))
+
+    def memory_state(self):
+        mem = self.memory
+        state = mem.state()
+        state["full_cache_bytes"] = self._next_frame * mem.bytes_per_slot
+        state["strategy"] = self.strategy.name
+        state["slots"] = [
+            {"slot": int(s), "frame": int(mem.frame[s]), "pose": mem.pose[0, s].tolist()} for s in mem.used_slots()
+        ]
+        return state
+
+    # ------------------------------------------------------------------ internals
+
+    def _check(self, actions, poses):
+        # The same validation as the PyTorch loop (it reads only batch, cfg and device).
+        actions = torch.as_tensor(np.asarray(actions, dtype=np.float32))
+        actions = actions[None] if actions.dim() == 2 else actions
+        if poses is not None:
+            poses = torch.as_tensor(np.asarray(poses, dtype=np.float32))
+            poses = poses[None] if poses.dim() == 2 else poses
+        return Rollout._check(self, actions, poses)
+
+    def _positions(self) -> torch.Tensor:
+        return torch.arange(self._next_frame, self._next_frame + self.cfg.block_frames, device=self.device)
+
+    def _prompt(self, net: str, scene) -> torch.Tensor | None:
+        null = self.prompts.get(f"{net}.null")
+        if null is None:
+            return None
+        table = self.prompts.get(f"{net}.scenes")
+        if scene is None or int(scene) < 0 or table is None:
+            return null[None]
+        if int(scene) >= len(table):
+            raise ValueError(f"scene id out of range: max is {len(table) - 1}, got {int(scene)}")
+        return table[int(scene)][None]
+
+    def _gather(self, slots) -> None:
+        """Fill the fixed-size memory inputs with the attended slots (None = every held slot, in
+        slot order as KVMemory.view() gives them), padded with invalid slots; every graph that
+        reads memory shares these buffers."""
+        if slots is None:
+            idx = np.flatnonzero(self.memory.frame >= 0)
+        else:
+            idx = np.asarray(slots, dtype=np.int64)
+        n = len(idx)
+        if n > self.slots:
+            raise ExportError(f"{n} slots to attend, the graphs take {self.slots}")
+        view = self.memory.view(idx)
+        buf = self.memory_inputs
+        buf["memory_k"][:, :, :n].copy_(view.k)
+        buf["memory_v"][:, :, :n].copy_(view.v)
+        buf["memory_valid"].zero_()
+        buf["memory_valid"][:n].copy_(view.valid)
+
+    def _denoise(self, graph: str, noise, actions, pos, prompt) -> torch.Tensor:
+        step = self.graphs[graph]
+        feeds = {"actions": actions[None] if actions.dim() == 2 else actions, "frame_pos": pos}
+        if prompt is not None:
+            feeds["prompt"] = prompt
+
+        def velocity(x, s):
+            return step(x_t=x, sigma=s[0, :1], **feeds)["v"].float().clone()
+
+        return denoise_block(velocity, noise, self.sigmas, self.generator)
+
+    def _write(self, x0, actions, pos, poses) -> None:
+        keep = self.strategy.kept_frames()
+        if keep:
+            out = self.graphs["memory_write"](x0=x0, actions=actions, frame_pos=pos)
+            frames = pos.cpu().numpy()[keep]
+            p = None if poses is None else poses.numpy()[:, keep]
+            slots, sink = self.strategy.choose_slots(self.memory, frames)
+            self.memory.write(slots, out["k_new"], out["v_new"], frames, p, sink)
+        self._next_frame += self.cfg.block_frames
+
+    def _decode(self, x0) -> np.ndarray:
+        return self.graphs["decoder"](latents=x0[0])["frames"].cpu().numpy().copy()
+
+
+class GraphBackend(Backend):
+    """Shared by the ONNX Runtime and TensorRT backends: a manifest, prompt tables and a runner."""
+
+    def __init__(self, runner: GraphRunner, manifest: dict, export_dir: str | Path):
+        from safetensors.torch import load_file
+
+        super().__init__(WorldModelConfig.from_dict(manifest["config"]))
+        self.runner = runner
+        self.manifest = manifest
+        self.export_dir = Path(export_dir)
+        self.prompts = load_file(str(self.export_dir / manifest["prompts"])) if manifest.get("prompts") else {}
+
+    def bytes_per_slot(self) -> int:
+        m = self.config.model
+        spec = {s["name"]: s for s in self.manifest["graphs"]["generator_step"]["inputs"]}["memory_k"]
+        itemsize = torch.finfo(TORCH_DTYPES[spec["dtype"]]).bits // 8
+        return 2 * m.layers * m.tokens_per_frame * m.dim * itemsize
+
+    def new_session(self, strategy=None, capacity=None, attention_budget=None, seed=0):
+        return GraphSession(self.runner, self.manifest, self.prompts, strategy, capacity, attention_budget, seed)
+
+
+def export_cache() -> Path:
+    """Where exports made on first use live: $MAGWORLD_CACHE/exports (default ~/.cache/magworld)."""
+    import os
+
+    return Path(os.environ.get("MAGWORLD_CACHE", Path.home() / ".cache" / "magworld")) / "exports"
+
+
+def resolve_export(path, export_dir=None, precision: str = "fp32") -> tuple[Path, dict]:
+    """(export directory, manifest) for a backend.
+
+    `path` is an export directory (it holds manifest.json; checked against its checkpoint when that
+    still exists where it was), or a checkpoint directory: then `export_dir` if given, else an
+    export in the cache keyed by the checkpoint's hash and the precision, made here on first use.
+    Raises StaleExportError when the export was made from another checkpoint.
+    """
+    import sys
+
+    from export.manifest import MANIFEST_FILE, checkpoint_hash, load_manifest, verify_checkpoint
+    from export.onnx_export import export_onnx, parse_precision
+    from worldmodel.train.checkpoint import resolve_checkpoint
+
+    path = Path(path)
+    if export_dir is None and (path / MANIFEST_FILE).is_file():
+        manifest = load_manifest(path)
+        recorded = Path(manifest["checkpoint"]["path"])
+        if (recorded / "config.json").is_file():
+            verify_checkpoint(manifest, recorded)
+        return path, manifest
+    checkpoint = resolve_checkpoint(path)
+    if export_dir is None:
+        parse_precision(precision)
+        export_dir = export_cache() / f"{checkpoint_hash(checkpoint)['sha256'][:16]}-{precision}"
+        if not (export_dir / MANIFEST_FILE).is_file():
+            print(f"exporting {checkpoint} to {export_dir} ({precision}, first use)", file=sys.stderr)
+            export_onnx(checkpoint, export_dir, precision)
+    export_dir = Path(export_dir)
+    manifest = load_manifest(export_dir)
+    verify_checkpoint(manifest, checkpoint)
+    return export_dir, manifest

@@ -1,0 +1,395 @@
+"""The magworld server: a ZeroMQ ROUTER socket, one session per client identity (docs/protocol.md).
+
+One thread, one Poller loop: requests are handled one at a time, in arrival order. Model calls
+are synchronous, so a client's `step` holds the others for its duration (a block's generation
+time); clients see that as latency, never as an error. Everything a client can send is bounded
+(message size, frames per request, sessions, memory per session) and every request gets exactly
+one reply, an error reply for anything malformed; an exception in model code becomes an
+`internal` error and leaves the session as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import numpy as np
+import zmq
+
+from runtime import protocol as P
+from runtime.backends.base import Backend
+from runtime.pose_tracker import PoseTracker
+from runtime.revisit import RevisitChecker
+from runtime.sessions import Session, SessionTable
+from worldmodel.actions import POSE_NAMES, action_space_description
+from worldmodel.config import MemoryConfig
+from worldmodel.memory import STRATEGIES, make_strategy
+
+POLL_MS = 200  # how often the loop looks at the stop flag and idle sessions
+PUB_HWM = 64  # messages queued per spectator before the PUB socket drops frames for it
+
+
+@dataclass
+class ServerOptions:
+    bind: str = "tcp://127.0.0.1:5555"
+    pub: str | None = None  # PUB endpoint for spectators and recorders
+    max_sessions: int = 8
+    idle_timeout_s: float = 300.0
+    max_capacity: int | None = None  # slots per session; default: the model config's capacity
+    max_observe_blocks: int = P.DEFAULT_MAX_OBSERVE_BLOCKS
+    max_message_bytes: int | None = None  # default: room for max_observe_blocks of frames
+    insecure: bool = False  # allow a non-loopback bind without CURVE
+    curve_secret_key: str | None = None  # certificate file (zmq.auth.create_certificates) of the server
+    curve_clients: str | None = None  # folder of authorised client public certificates
+
+
+def is_loopback(endpoint: str) -> bool:
+    scheme = endpoint.split("://", 1)[0]
+    if scheme in ("ipc", "inproc"):
+        return True
+    host = urlsplit(endpoint).hostname or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def check_endpoints(opts: ServerOptions) -> None:
+    """Refuse a non-loopback bind that is neither encrypted (CURVE) nor explicitly --insecure."""
+    for ep in filter(None, (opts.bind, opts.pub)):
+        if not is_loopback(ep) and opts.curve_secret_key is None and not opts.insecure:
+            raise ValueError(
+                f"refusing to bind {ep} (not loopback) without encryption: give --curve-secret-key "
+                "(and --curve-clients to authorise clients), or --insecure to accept anyone on the network"
+            )
+
+
+class Server:
+    def __init__(self, backend: Backend, options: ServerOptions, model_name: str = "", device: str = "cpu",
+                 log=None, context: zmq.Context | None = None):
+        self.backend = backend
+        self.opts = options
+        self.model_name = model_name or backend.config.name
+        self.device = device
+        self.log_file = log or sys.stderr
+        cfg = backend.config
+        self.memory_cfg = cfg.memory
+        max_capacity = options.max_capacity or cfg.memory.capacity_frames
+        self.shape = P.ModelShape(
+            block_size=cfg.model.block_frames,
+            height=cfg.autoencoder.frame_height,
+            width=cfg.autoencoder.frame_width,
+            num_scenes=cfg.model.num_scenes,
+            strategies=tuple(sorted(STRATEGIES)),
+            max_capacity=max_capacity,
+            bytes_per_slot=backend.bytes_per_slot(),
+            max_observe_blocks=options.max_observe_blocks,
+        )
+        self.max_message_bytes = options.max_message_bytes or self.shape.default_max_message_bytes()
+        self.sessions = SessionTable(options.max_sessions, options.idle_timeout_s)
+        self.ctx = context or zmq.Context.instance()
+        self.router = self.pub = self.auth = None
+        self.endpoint = self.pub_endpoint = None
+        self._stop = threading.Event()
+        self.requests = 0
+
+    # ------------------------------------------------------------------ sockets
+
+    def log(self, msg: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} magworld serve: {msg}", file=self.log_file, flush=True)
+
+    def bind(self) -> str:
+        """Open the sockets. Returns the ROUTER endpoint actually bound (a `*` port resolved)."""
+        check_endpoints(self.opts)
+        secure = self.opts.curve_secret_key is not None
+        self.router = self.ctx.socket(zmq.ROUTER)
+        # A client that reconnects with the same routing id (Lazy Pirate) takes its session back.
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # A hard cap above the soft limit: larger parts are dropped by libzmq with the connection.
+        self.router.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_message_bytes)
+        self.router.setsockopt(zmq.LINGER, 0)
+        if secure:
+            self._setup_curve(self.router)
+        self.router.bind(self.opts.bind)
+        self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        if self.opts.pub:
+            self.pub = self.ctx.socket(zmq.PUB)
+            self.pub.setsockopt(zmq.SNDHWM, PUB_HWM)
+            self.pub.setsockopt(zmq.LINGER, 0)
+            if secure:
+                self._setup_curve(self.pub)
+            self.pub.bind(self.opts.pub)
+            self.pub_endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+        return self.endpoint
+
+    def _setup_curve(self, sock) -> None:
+        import zmq.auth
+
+        if not zmq.has("curve"):
+            raise RuntimeError("this libzmq has no CURVE support")
+        public, secret = zmq.auth.load_certificate(self.opts.curve_secret_key)
+        if secret is None:
+            raise ValueError(f"{self.opts.curve_secret_key} holds no secret key (use the .key_secret file)")
+        if self.opts.curve_clients and self.auth is None:
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self.auth = ThreadAuthenticator(self.ctx)
+            self.auth.start()
+            self.auth.configure_curve(domain="*", location=self.opts.curve_clients)
+        sock.curve_secretkey = secret
+        sock.curve_publickey = public
+        sock.curve_server = True
+
+    def stop(self) -> None:
+        """Ask the loop to finish (safe from a signal handler or another thread)."""
+        self._stop.set()
+
+    def serve_forever(self) -> None:
+        if self.router is None:
+            self.bind()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop())
+        self.log(f"listening on {self.endpoint}" + (f", frames published on {self.pub_endpoint}" if self.pub else "")
+                 + f" (model {self.model_name}, backend {self.backend.name}, device {self.device})")
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        try:
+            while not self._stop.is_set():
+                try:
+                    ready = dict(poller.poll(POLL_MS))
+                except zmq.ZMQError as e:
+                    if e.errno == zmq.EINTR:
+                        continue
+                    raise
+                if self.router in ready:
+                    for _ in range(64):  # drain a little, then look at the stop flag again
+                        try:
+                            msg = self.router.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        self._serve_message(msg)
+                        if self._stop.is_set():
+                            break
+                for s in self.sessions.expire():
+                    self.log(f"session {s.sid} expired after {self.opts.idle_timeout_s:g} s idle ({s.blocks} blocks)")
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        for s in self.sessions:
+            self.sessions.close(s.identity)
+        for sock in (self.router, self.pub):
+            if sock is not None:
+                sock.close(linger=0)
+        if self.auth is not None:
+            self.auth.stop()
+        self.router = self.pub = self.auth = None
+        self.log(f"shut down after {self.requests} requests")
+
+    def _serve_message(self, msg: list[bytes]) -> None:
+        # A REQ client puts an empty delimiter after its routing id; a DEALER client does not.
+        cut = 2 if len(msg) >= 3 and msg[1] == b"" else 1
+        envelope, parts = msg[:cut], msg[cut:]
+        out = self.handle(envelope[0], parts)
+        try:
+            self.router.send_multipart(envelope + out, flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the client is gone or not reading; its session stays until it idles out
+
+    # ------------------------------------------------------------------ dispatch
+
+    def handle(self, identity: bytes, parts: list[bytes]) -> list:
+        """One request -> one reply (list of parts). Never raises."""
+        self.requests += 1
+        try:
+            req = P.parse_request(parts, self.max_message_bytes)
+        except P.ProtocolError as e:
+            return P.error_reply(P.safe_id(parts), e.code, e.message)
+        key = None
+        if req.id is not None and req.op != "info":
+            key = _digest(parts)
+            session = self.sessions.get(identity)
+            if session is not None and session.last_request == key:
+                return session.last_reply  # a retry of the last request: answer it, do not run it twice
+        try:
+            out = getattr(self, f"_op_{req.op}")(req, identity)
+        except P.ProtocolError as e:
+            out = P.error_reply(req.id, e.code, e.message)
+        except Exception as e:  # model code: report, keep serving
+            self.log(f"internal error in {req.op}: {type(e).__name__}: {e}\n" + traceback.format_exc())
+            out = P.error_reply(req.id, P.INTERNAL, f"{req.op} failed inside the model: {type(e).__name__}: {e}"[:1000])
+        if key is not None:
+            session = self.sessions.get(identity)
+            if session is not None:
+                session.last_request, session.last_reply = key, out
+        return out
+
+    def _session(self, identity: bytes) -> Session:
+        s = self.sessions.get(identity)
+        if s is None:
+            raise P.ProtocolError(P.NO_SESSION, "this client has no session: send 'reset' first")
+        return s
+
+    # ------------------------------------------------------------------ ops
+
+    def info(self) -> dict:
+        m = self.memory_cfg
+        return {
+            "protocol": P.PROTOCOL_VERSION,
+            "model": self.model_name,
+            "backend": self.backend.name,
+            "device": self.device,
+            "frame_shape": [self.shape.height, self.shape.width, 3],
+            "block_size": self.shape.block_size,
+            "actions": action_space_description(),
+            "pose": list(POSE_NAMES),
+            "scenes": self.shape.num_scenes,
+            "memory": {
+                "strategy": m.strategy,
+                "strategies": list(self.shape.strategies),
+                "capacity": min(m.capacity_frames, self.shape.max_capacity),
+                "max_capacity": self.shape.max_capacity,
+                "attention_budget": min(m.attention_budget, self.shape.max_capacity),
+                "bytes_per_slot": self.shape.bytes_per_slot,
+            },
+            "limits": {
+                "max_message_bytes": self.max_message_bytes,
+                "max_observe_blocks": self.shape.max_observe_blocks,
+                "max_sessions": self.sessions.max_sessions,
+                "idle_timeout_s": self.sessions.idle_timeout_s,
+            },
+            "sessions": len(self.sessions),
+            "pub": self.pub_endpoint,
+        }
+
+    def _op_info(self, req, identity):
+        P.parse_plain(req)
+        return P.reply(req.id, self.info())
+
+    def _op_reset(self, req, identity):
+        args = P.parse_reset(req, self.shape)
+        self.sessions.check_room(identity)
+        strategy = args.strategy or self.memory_cfg.strategy
+        capacity = args.capacity or min(self.memory_cfg.capacity_frames, self.shape.max_capacity)
+        budget = min(args.attention_budget or self.memory_cfg.attention_budget, capacity)
+        mem_cfg = MemoryConfig(strategy, capacity, self.memory_cfg.window_frames, self.memory_cfg.sink_frames, budget)
+        needed = make_strategy(mem_cfg, self.shape.block_size).capacity_needed()
+        if capacity < needed:
+            raise P.ProtocolError(P.BAD_VALUE, f"strategy {strategy!r} needs a capacity of at least {needed} slots, got {capacity}")
+        # Build the whole new session first: a failure leaves the old one untouched.
+        engine = self.backend.new_session(strategy, capacity, budget, args.seed)
+        tracker = PoseTracker()
+        revisit = RevisitChecker(decode=args.revisit_decode) if args.revisit else None
+        if args.frames is not None:
+            poses = tracker.advance(args.actions, args.poses)
+            engine.observe(args.frames, args.actions, poses)
+            if revisit is not None:
+                revisit.record(0, args.frames, engine.memory_state()["slots"])
+        s, old = self.sessions.open(identity, engine=engine, tracker=tracker, revisit=revisit, scene=args.scene,
+                                    strategy=strategy, attention_budget=budget)
+        if old is not None:
+            self.log(f"session {old.sid} replaced by a reset ({old.blocks} blocks)")
+        self.log(f"session {s.sid} opened for client {identity.hex()[:16]}: strategy {strategy}, capacity {capacity}, "
+                 f"attention budget {budget}, seed {args.seed}, {len(self.sessions)}/{self.sessions.max_sessions} sessions")
+        return P.reply(req.id, {
+            "session": s.sid, "next_frame": engine.next_frame, "strategy": strategy, "capacity": capacity,
+            "attention_budget": budget, "scene": args.scene, "pose": tracker.pose.tolist(),
+        })
+
+    def _op_observe(self, req, identity):
+        s = self._session(identity)
+        frames, actions, poses = P.parse_observe(req, self.shape)
+        tracker = copy.deepcopy(s.tracker)  # committed only once the engine has succeeded
+        poses = tracker.advance(actions, poses)
+        first = s.engine.next_frame
+        s.engine.observe(frames, actions, poses)
+        s.tracker = tracker
+        state = s.engine.memory_state()
+        if s.revisit is not None:
+            s.revisit.record(first, frames, state["slots"])
+        return P.reply(req.id, {"first_frame": first, "next_frame": s.engine.next_frame, "frames": len(frames),
+                                "pose": tracker.pose.tolist(), "memory_used": state["used"]})
+
+    def _op_step(self, req, identity):
+        s = self._session(identity)
+        actions, client_poses, scene = P.parse_step(req, self.shape)
+        t0 = time.perf_counter()
+        tracker = copy.deepcopy(s.tracker)
+        poses = tracker.advance(actions, client_poses)
+        first = s.engine.next_frame
+        frames = s.engine.step(actions, poses, s.scene if scene is None else scene)
+        t1 = time.perf_counter()
+        want = (self.shape.block_size, self.shape.height, self.shape.width, 3)
+        if frames.shape != want or frames.dtype != np.uint8:
+            raise RuntimeError(f"backend returned frames {frames.shape} {frames.dtype}, expected {want} uint8")
+        s.tracker = tracker
+        s.blocks += 1
+        state = s.engine.memory_state()
+        report = None
+        if s.revisit is not None:
+            s.revisit.record(first, frames, state["slots"])
+            try:
+                report = s.revisit.check(poses[-1], frames[-1], first + len(frames) - 1, state["slots"],
+                                         s.engine.decode_slot)
+            except Exception as e:  # the block is generated and kept; only the check failed
+                report = {"error": f"{type(e).__name__}: {e}"[:300]}
+        t2 = time.perf_counter()
+        body = {
+            "session": s.sid, "first_frame": first, "next_frame": s.engine.next_frame,
+            "shape": list(frames.shape), "dtype": "uint8",
+            "poses": np.round(poses.astype(np.float64), 4).tolist(),
+            "pose_source": "client" if client_poses is not None else "integrated",
+            "timings": {"model_ms": round(1000 * (t1 - t0), 3), "revisit_ms": round(1000 * (t2 - t1), 3)},
+            "revisit": report,
+            "memory": {"used": state["used"], "capacity": state["capacity"], "bytes_held": state["bytes_held"]},
+        }
+        payload = np.ascontiguousarray(frames).tobytes()
+        if self.pub is not None:
+            head = {k: body[k] for k in ("session", "first_frame", "shape", "dtype", "poses")}
+            head["actions"] = actions.tolist()
+            try:
+                self.pub.send_multipart([s.sid.encode(), json.dumps(head).encode(), payload], flags=zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # spectators never slow the players down
+        return P.reply(req.id, body, payload)
+
+    def _op_memory(self, req, identity):
+        P.parse_plain(req)
+        s = self._session(identity)
+        state = dict(s.engine.memory_state())
+        # An uncompressed cache (every frame's K/V, as Self Forcing keeps) would hold this much now.
+        state.setdefault("full_cache_bytes", s.engine.next_frame * state["bytes_per_slot"])
+        state.update(strategy=s.strategy, attention_budget=s.attention_budget, next_frame=s.engine.next_frame,
+                     session=s.sid)
+        return P.reply(req.id, state)
+
+    def _op_decode_memory(self, req, identity):
+        slot = P.parse_decode_memory(req, self.shape)
+        s = self._session(identity)
+        held = {e["slot"]: e for e in s.engine.memory_state()["slots"]}
+        if slot not in held:
+            raise P.ProtocolError(P.BAD_VALUE, f"slot {slot} holds nothing; used slots: {sorted(held)}"[:500])
+        frames = np.ascontiguousarray(s.engine.decode_slot(slot))
+        return P.reply(req.id, {"slot": slot, "frame": held[slot]["frame"], "pose": held[slot]["pose"],
+                                "shape": list(frames.shape), "dtype": "uint8"}, frames.tobytes())
+
+    def _op_close(self, req, identity):
+        P.parse_plain(req)
+        s = self.sessions.close(identity)
+        if s is not None:
+            self.log(f"session {s.sid} closed by its client ({s.blocks} blocks, {len(self.sessions)} sessions left)")
+        return P.reply(req.id, {"closed": s is not None})
+
+
+def _digest(parts: list[bytes]) -> bytes:
+    h = hashlib.blake2b(digest_size=16)
+    for p in parts:
+        h.update(len(p).to_bytes(8, "little"))
+        h.update(p)
+    return h.digest()

@@ -1,0 +1,94 @@
+"""The server's dispatch (Server.handle) in process: retries, model failures, session isolation."""
+
+import json
+
+import numpy as np
+import pytest
+
+from runtime import protocol as P
+from runtime.backends.torch_backend import TorchBackend
+from runtime.server import Server, ServerOptions, is_loopback
+from worldmodel.bundle import WorldModel
+
+
+@pytest.fixture(scope="module")
+def backend():
+    from worldmodel.config import preset
+
+    return TorchBackend(None, model=WorldModel.random(preset("tiny")))
+
+
+@pytest.fixture
+def server(backend):
+    return Server(backend, ServerOptions(), log=open("/dev/null", "w"))
+
+
+def call(server, identity, header, *payloads):
+    out = server.handle(identity, [json.dumps(header).encode(), *payloads])
+    return json.loads(out[0]), out[1:]
+
+
+STEP = {"op": "step", "actions": [[7.5, 0, 3, 0]] * 3}
+
+
+def test_a_retried_request_is_answered_not_run_twice(server):
+    call(server, b"a", {"op": "reset", "seed": 1})
+    first, frames1 = call(server, b"a", {**STEP, "id": "r1"})
+    again, frames2 = call(server, b"a", {**STEP, "id": "r1"})  # the client did not see the reply and resent
+    assert again == first and frames2 == frames1
+    nxt, _ = call(server, b"a", {**STEP, "id": "r2"})
+    assert nxt["first_frame"] == first["first_frame"] + 3  # only one block was generated for r1
+
+
+class Boom(RuntimeError):
+    pass
+
+
+def test_model_failure_is_an_internal_error_and_leaves_the_session_as_it_was(server, monkeypatch):
+    call(server, b"a", {"op": "reset", "seed": 4})
+    call(server, b"b", {"op": "reset", "seed": 4})
+    call(server, b"a", STEP)
+    call(server, b"b", STEP)
+    session = server.sessions.get(b"a")
+    before = session.engine.memory_state(), session.tracker.pose.copy()
+
+    denoise = session.engine.rollout.generator.forward
+
+    def fail_midway(*args, **kwargs):  # fails inside the denoising loop, after work has begun
+        raise Boom("device lost")
+
+    monkeypatch.setattr(session.engine.rollout.generator, "forward", fail_midway)
+    head, parts = call(server, b"a", {**STEP, "id": 9})
+    assert head["status"] == "error" and head["id"] == 9 and head["error"]["code"] == P.INTERNAL
+    assert "device lost" in head["error"]["message"] and parts == []
+    monkeypatch.setattr(session.engine.rollout.generator, "forward", denoise)
+
+    after = session.engine.memory_state(), session.tracker.pose
+    assert after[0] == before[0] and np.array_equal(after[1], before[1])
+    # The failed request changed nothing: a and b, fed the same, still produce the same block.
+    (ha, fa), (hb, fb) = call(server, b"a", STEP), call(server, b"b", STEP)
+    assert ha["first_frame"] == hb["first_frame"] == 3 and fa == fb
+
+
+def test_every_op_needs_the_session_except_info_reset_close(server):
+    for op in ("observe", "step", "memory", "decode_memory"):
+        head, _ = call(server, b"nobody", {"op": op, "actions": [[0, 0, 0, 0]] * 3, "slot": 0})
+        assert head["error"]["code"] in (P.NO_SESSION, P.BAD_REQUEST, P.BAD_VALUE)
+    head, _ = call(server, b"nobody", {"op": "step", "actions": [[0, 0, 0, 0]] * 3})
+    assert head["error"]["code"] == P.NO_SESSION
+    assert call(server, b"nobody", {"op": "info"})[0]["status"] == "ok"
+    assert call(server, b"nobody", {"op": "close"})[0] == {"status": "ok", "id": None, "closed": False}
+
+
+def test_a_failed_reset_keeps_the_old_session(server):
+    call(server, b"a", {"op": "reset", "seed": 1})
+    call(server, b"a", STEP)
+    head, _ = call(server, b"a", {"op": "reset", "strategy": "window", "capacity": 4})  # window needs sinks+window
+    assert head["error"]["code"] == P.BAD_VALUE and "at least" in head["error"]["message"]
+    assert call(server, b"a", {"op": "memory"})[0]["next_frame"] == 3
+
+
+def test_only_loopback_binds_are_open_by_default():
+    assert is_loopback("tcp://127.0.0.1:5555") and is_loopback("tcp://localhost:1") and is_loopback("ipc:///tmp/x")
+    assert not is_loopback("tcp://0.0.0.0:5555") and not is_loopback("tcp://*:5555")
+    assert not is_loopback("tcp://192.168.1.4:5555")
