@@ -7,6 +7,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from worldmodel.model.rope import angle_dtype
+
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float = 1e-6):
@@ -34,8 +36,9 @@ class FeedForward(nn.Module):
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     """Wan's 1-D sinusoidal features [cos, sin] of timesteps t [...] -> [..., dim] float32."""
     half = dim // 2
-    freqs = torch.pow(10000.0, -torch.arange(half, device=t.device, dtype=torch.float64) / half)
-    ang = t.to(torch.float64)[..., None] * freqs
+    dtype = angle_dtype()  # float64; float32 inside an ONNX export (TensorRT has no float64)
+    freqs = torch.pow(10000.0, -torch.arange(half, device=t.device, dtype=dtype) / half)
+    ang = t.to(dtype)[..., None] * freqs
     return torch.cat([ang.cos(), ang.sin()], dim=-1).float()
 
 

@@ -16,8 +16,14 @@ def rope_split(head_dim: int) -> tuple[int, int, int]:
     return head_dim - 4 * part, 2 * part, 2 * part
 
 
-def _freqs(n: int, theta: float, device) -> torch.Tensor:
-    return 1.0 / theta ** (torch.arange(0, n, 2, device=device, dtype=torch.float64) / n)
+def angle_dtype() -> torch.dtype:
+    """float64 in PyTorch; float32 inside an ONNX export, because TensorRT has no float64 (the
+    angles of frame positions below 2^24 then differ by at most ~1e-7 * position radians)."""
+    return torch.float32 if torch.onnx.is_in_onnx_export() else torch.float64
+
+
+def _freqs(n: int, theta: float, device, dtype=torch.float64) -> torch.Tensor:
+    return 1.0 / theta ** (torch.arange(0, n, 2, device=device, dtype=dtype) / n)
 
 
 def rope_angles(
@@ -30,10 +36,11 @@ def rope_angles(
     device = frame_pos.device
     dt, dh, dw = rope_split(head_dim)
     h, w = grid
-    f = frame_pos.to(torch.float64)
-    ang_t = f[:, None] * _freqs(dt, theta, device)[None]  # [F, dt/2]
-    ang_h = torch.arange(h, device=device, dtype=torch.float64)[:, None] * _freqs(dh, theta, device)[None]
-    ang_w = torch.arange(w, device=device, dtype=torch.float64)[:, None] * _freqs(dw, theta, device)[None]
+    dtype = angle_dtype()
+    f = frame_pos.to(dtype)
+    ang_t = f[:, None] * _freqs(dt, theta, device, dtype)[None]  # [F, dt/2]
+    ang_h = torch.arange(h, device=device, dtype=dtype)[:, None] * _freqs(dh, theta, device, dtype)[None]
+    ang_w = torch.arange(w, device=device, dtype=dtype)[:, None] * _freqs(dw, theta, device, dtype)[None]
     F_ = f.shape[0]
     ang = torch.cat(
         [

@@ -1,0 +1,88 @@
+"""The networks of one inference loop as modules with flat tensor inputs and outputs.
+
+Each wrapper is one exported graph. Shapes are static: one block of B frames, batch 1, and a KV
+memory of S attended slots (S = `attention_budget` for `mag`, the capacity otherwise). The host
+keeps the slot table and chooses which slots to attend and which slot to overwrite; the graphs
+only see fixed-size buffers plus a validity mask, so an empty or half-full memory is padding.
+
+Names (N = tokens per frame, L = layers, H = heads, D = head_dim, A = action_dim):
+
+    GeneratorStep  x_t [1,B,C,h,w], sigma [1] float32, actions [1,B,A], frame_pos [B] int64,
+                   prompt [1,Lp,Dt], memory_k/v [L,1,S,N,H,D], memory_valid [S] bool
+                   -> x0 [1,B,C,h,w] (the clean estimate), v [1,B,C,h,w] (the flow velocity)
+    MemoryWrite    x0 [1,B,C,h,w] (clean block), actions, frame_pos, memory_k/v, memory_valid
+                   -> k_new/v_new [L,1,K,N,H,D] for the K frames the strategy keeps
+    Decoder        latents [B,C,h,w] -> frames [B,H,W,3] uint8
+    Encoder        frames [B,H,W,3] uint8 -> latents [B,C,h,w]
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from worldmodel.autoencoder import Autoencoder, frames_to_uint8
+from worldmodel.model import CausalDiT, MemoryView
+
+
+class GeneratorStep(nn.Module):
+    """One denoising step of one block against the memory. The prompt is an input (the host looks
+    scene prompts up in the table saved beside the graphs), so one graph serves every scene."""
+
+    def __init__(self, model: CausalDiT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x_t, sigma, actions, frame_pos, prompt, memory_k, memory_v, memory_valid):
+        b, f = x_t.shape[:2]
+        s = sigma.float()
+        t = (s * 1000.0).expand(b, f)
+        v = self.model(x_t, t, actions, frame_pos, prompt, memory=MemoryView(memory_k, memory_v, memory_valid))
+        x0 = x_t - s.to(x_t.dtype) * v  # x0 = x_t - s * v (worldmodel.diffusion.flow_matching)
+        return x0, v
+
+
+class MemoryWrite(nn.Module):
+    """The clean pass (t = 0) over a finished block, with the writer's empty condition; returns the
+    post-RoPE keys and values of the frames in `keep` (indices into the block)."""
+
+    def __init__(self, writer: CausalDiT, keep: list[int]):
+        super().__init__()
+        if not keep:
+            raise ValueError("a memory write graph needs at least one kept frame (strategy 'none' writes nothing)")
+        self.writer = writer
+        self.keep = list(keep)
+
+    def forward(self, x0, actions, frame_pos, memory_k, memory_v, memory_valid):
+        b, f = x0.shape[:2]
+        t0 = torch.zeros(b, f, dtype=torch.float32, device=x0.device)
+        _, kvs = self.writer(
+            x0, t0, actions, frame_pos, None, memory=MemoryView(memory_k, memory_v, memory_valid), return_kv=True
+        )
+        k = torch.stack([k[:, self.keep] for k, _ in kvs])
+        v = torch.stack([v[:, self.keep] for _, v in kvs])
+        return k, v
+
+
+class Decoder(nn.Module):
+    """Normalised latents [F, C, h, w] -> RGB frames [F, H, W, 3] uint8 (as WorldModel.decode)."""
+
+    def __init__(self, autoencoder: Autoencoder):
+        super().__init__()
+        self.autoencoder = autoencoder
+
+    def forward(self, latents):
+        return frames_to_uint8(self.autoencoder.decode(latents)).permute(0, 2, 3, 1)
+
+
+class Encoder(nn.Module):
+    """RGB frames [F, H, W, 3] uint8 -> normalised latents [F, C, h, w] (as WorldModel.encode)."""
+
+    def __init__(self, autoencoder: Autoencoder, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.autoencoder = autoencoder
+        self.dtype = dtype
+
+    def forward(self, frames):
+        x = frames.permute(0, 3, 1, 2).to(self.dtype) / 127.5 - 1.0
+        return self.autoencoder.encode(x)
