@@ -1,0 +1,201 @@
+"""What the explorer measures and writes on screen: frame rate, latency, memory, revisits, PSNR.
+
+`Stats` is plain bookkeeping (testable without a window); `draw_*` render it with pygame.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import pygame
+
+from game.keymap import HELP_LINES
+
+WHITE, GREY, DIM = (235, 235, 235), (170, 170, 170), (110, 110, 110)
+GREEN, YELLOW, RED = (90, 220, 110), (240, 200, 60), (235, 80, 70)
+BAR_BG = (18, 18, 22)
+REVISIT_SHOW_FRAMES = 36  # how long a revisit stays on screen: ~2 s of the model's frames
+FPS_BLOCKS = 8  # the generated frame rate is measured over the last few blocks
+
+
+def quality_color(psnr_db: float | None):
+    """Green for a close match, yellow for a fair one, red for a poor one (PSNR in dB)."""
+    if psnr_db is None or math.isinf(psnr_db):
+        return GREEN
+    return GREEN if psnr_db >= 25 else YELLOW if psnr_db >= 18 else RED
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+@dataclass
+class Stats:
+    arrivals: deque = field(default_factory=lambda: deque(maxlen=FPS_BLOCKS + 1))  # (time, frames)
+    latency_ms: float | None = None
+    model_ms: float | None = None
+    next_frame: int = 0
+    memory_used: int = 0
+    memory_capacity: int = 0
+    bytes_held: int = 0
+    bytes_per_slot: int = 0
+    pose: tuple | None = None
+    revisit: dict | None = None
+    revisit_at: int = -10**9  # frames shown when it appeared
+    revisits: int = 0
+    truth_psnr: float | None = None
+    truth_psnr_sum: float = 0.0
+    truth_frames: int = 0
+    error: str | None = None
+
+    def block(self, result, now: float | None = None) -> None:
+        """Book a StepResult (game/connection.py)."""
+        now = time.monotonic() if now is None else now
+        self.arrivals.append((now, len(result.frames)))
+        self.latency_ms, self.model_ms = result.latency_ms, result.model_ms
+        self.next_frame = result.next_frame
+        self.memory_used, self.memory_capacity, self.bytes_held = (
+            result.memory_used, result.memory_capacity, result.bytes_held)
+        self.pose = tuple(float(v) for v in result.poses[-1])
+        self.error = None
+
+    def revisit_shown(self, report: dict, frames_shown: int) -> None:
+        """A revisit report reached the screen (with the last frame of its block)."""
+        if "error" not in report:
+            self.revisit, self.revisit_at = report, frames_shown
+            self.revisits += 1
+
+    def generated_fps(self) -> float | None:
+        """Frames generated per second of wall time over the last FPS_BLOCKS blocks (None: too few)."""
+        if len(self.arrivals) < 2:
+            return None
+        span = self.arrivals[-1][0] - self.arrivals[0][0]
+        return sum(n for _, n in list(self.arrivals)[1:]) / span if span > 0 else None
+
+    @property
+    def full_cache_bytes(self) -> int:
+        """What a cache keeping every frame's K/V (Self Forcing) would hold by now."""
+        return self.next_frame * self.bytes_per_slot
+
+    def truth(self, value: float) -> None:
+        self.truth_psnr = value
+        if math.isfinite(value):
+            self.truth_psnr_sum += value
+            self.truth_frames += 1
+
+    @property
+    def truth_psnr_mean(self) -> float | None:
+        return self.truth_psnr_sum / self.truth_frames if self.truth_frames else None
+
+    def showing_revisit(self, frames_shown: int) -> bool:
+        return self.revisit is not None and frames_shown - self.revisit_at < REVISIT_SHOW_FRAMES
+
+
+class Fonts:
+    def __init__(self, size: int = 17):
+        pygame.font.init()
+        self.small = pygame.font.Font(None, size)
+        self.large = pygame.font.Font(None, int(size * 1.5))
+
+
+def text(surface, font, s: str, pos, color=WHITE, shadow: bool = True) -> pygame.Rect:
+    if shadow:
+        surface.blit(font.render(s, True, (0, 0, 0)), (pos[0] + 1, pos[1] + 1))
+    return surface.blit(font.render(s, True, color), pos)
+
+
+def draw_bar(surface, fonts: Fonts, rect: pygame.Rect, stats: Stats, info, flags: dict) -> None:
+    """The HUD strip. flags: paused, recording (seconds or None), source, truth (bool)."""
+    pygame.draw.rect(surface, BAR_BG, rect)
+    f, x, y, lh = fonts.small, rect.x + 10, rect.y + 6, fonts.small.get_linesize() + 2
+    fps = stats.generated_fps()
+    lat = "–" if stats.latency_ms is None else f"{stats.latency_ms:.0f} ms"
+    model = "" if stats.model_ms is None else f" (model {stats.model_ms:.0f} ms)"
+    line1 = (f"{info.model} · {info.backend}/{info.device} · generated {'–' if fps is None else f'{fps:.1f}'} "
+             f"frames/s (target {info.fps:g}) · step latency {lat}{model}")
+    text(surface, f, line1, (x, y))
+    ratio = stats.full_cache_bytes / stats.bytes_held if stats.bytes_held else None
+    line2 = (f"memory {stats.memory_used}/{stats.memory_capacity} slots ({info.strategy}) · "
+             f"{human_bytes(stats.bytes_held)} held vs {human_bytes(stats.full_cache_bytes)} for a full cache"
+             + (f" ({ratio:.1f}× smaller)" if ratio else ""))
+    text(surface, f, line2, (x, y + lh), GREY)
+    pose = "" if stats.pose is None else (
+        f" · pose x {stats.pose[0]:.0f} y {stats.pose[1]:.0f} angle {round(stats.pose[3]) % 360}° pitch {round(stats.pose[4])}°")
+    rev = f" · revisits {stats.revisits}"
+    if stats.revisit is not None:
+        r = stats.revisit.get("vs_remembered_frame") or {}
+        rev += f" (last {_db(r.get('psnr'))})"
+    line3 = f"frame {stats.next_frame}{pose}{rev} · start: {flags.get('source', '?')}"
+    if flags.get("truth"):
+        m = stats.truth_psnr_mean
+        line3 += f" · truth PSNR {_db(stats.truth_psnr)} (mean {_db(m)})"
+    text(surface, f, line3, (x, y + 2 * lh), GREY)
+    status = "F1 help · M memory · V record · P pause · R reset · Esc quit"
+    if flags.get("paused"):
+        status = "PAUSED — N steps one block, P resumes · " + status
+    if stats.error:
+        text(surface, f, f"runtime: {stats.error}"[:160], (x, y + 3 * lh), RED)
+    else:
+        text(surface, f, status, (x, y + 3 * lh), YELLOW if flags.get("paused") else DIM)
+
+
+def _db(v) -> str:
+    if v is None:
+        return "–"
+    return "∞ dB" if math.isinf(v) else f"{v:.1f} dB"
+
+
+def bar_height(fonts: Fonts) -> int:
+    return 4 * (fonts.small.get_linesize() + 2) + 12
+
+
+def draw_revisit(surface, fonts: Fonts, rect: pygame.Rect, stats: Stats) -> None:
+    """Border and banner over the dream panel while a revisit is on screen."""
+    r = stats.revisit
+    vs = (r.get("vs_remembered_frame") or {})
+    dec = r.get("vs_memory_decoded") or {}
+    color = quality_color(vs.get("psnr"))
+    pygame.draw.rect(surface, color, rect.inflate(8, 8), 4)
+    msg = (f"REVISIT slot {r.get('slot')} · {r.get('frames_away')} frames ago · "
+           f"PSNR {_db(vs.get('psnr'))}, SSIM {vs.get('ssim', float('nan')):.2f} vs then")
+    if dec:
+        msg += f" · {_db(dec.get('psnr'))} vs memory"
+    banner = fonts.small.render(msg, True, (0, 0, 0))
+    box = banner.get_rect(midtop=(rect.centerx, rect.y + 6)).inflate(12, 6)
+    pygame.draw.rect(surface, color, box)
+    surface.blit(banner, banner.get_rect(center=box.center))
+
+
+def draw_label(surface, fonts: Fonts, rect: pygame.Rect, label: str, color=WHITE) -> None:
+    text(surface, fonts.small, label, (rect.x + 6, rect.bottom - fonts.small.get_linesize() - 4), color)
+
+
+def draw_recording(surface, fonts: Fonts, seconds: float) -> None:
+    w = surface.get_width()
+    pygame.draw.circle(surface, RED, (w - 92, 18), 7)
+    text(surface, fonts.small, f"REC {int(seconds) // 60:02d}:{int(seconds) % 60:02d}", (w - 80, 11), RED)
+
+
+def draw_help(surface, fonts: Fonts) -> None:
+    shade = pygame.Surface(surface.get_size(), pygame.SRCALPHA)
+    shade.fill((0, 0, 0, 200))
+    surface.blit(shade, (0, 0))
+    lh = fonts.small.get_linesize() + 4
+    x, y = 40, 30
+    text(surface, fonts.large, "magworld explorer — keys", (x, y))
+    y += fonts.large.get_linesize() + 8
+    for key, what in HELP_LINES:
+        text(surface, fonts.small, key, (x, y), YELLOW)
+        text(surface, fonts.small, what, (x + 190, y))
+        y += lh
+    y += 8
+    text(surface, fonts.small, "The frames are generated by the model; nothing here is rendered by an engine,",
+         (x, y), GREY)
+    text(surface, fonts.small, "except the TRUTH panel in --truth mode (the real ViZDoom on the same actions).",
+         (x, y + lh), GREY)
