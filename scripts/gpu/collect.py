@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save
 
 LIMIT = 16 * 2**20
+SKIP = ("fake_score",)  # training-only networks are not brought back
 
 
 def main(out: str, *runs: str) -> None:
@@ -23,6 +24,8 @@ def main(out: str, *runs: str) -> None:
                 print(f"collect: {run} has no checkpoint, skipped", file=sys.stderr)
                 continue
             for f in sorted(ck.iterdir()):
+                if f.name.startswith(SKIP):
+                    continue
                 if f.suffix == ".safetensors":
                     state = {k: (v.to(torch.bfloat16) if v.is_floating_point() and v.numel() > 64 else v)
                              for k, v in load_file(str(f)).items()}

@@ -2,7 +2,7 @@
 # Usage on the device machine (repo root):  bash scripts/gpu/<session>.sh
 set -euo pipefail
 export PYTHONUNBUFFERED=1
-if [ -d .whl ]; then
+if [ -d .whl ] && [ -z "${SKIP_WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site:$PWD
 else
@@ -23,12 +23,14 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 record_data() {
   # The same seed every session: the data set is regenerated identically on each fresh machine.
   log "recording training data"
-  $MW data record --policy mix --frames "${1:-150000}" --workers 15 --seed 1 --out "$DATA" 2>&1 | tail -3
+  $MW data record --policy mix --frames "${1:-150000}" --workers ${WORKERS:-15} --seed 1 --out "$DATA" 2>&1 | tail -3
   $MW data check "$DATA" | tail -2
   log "recording held-out data and the revisit benchmark"
   $MW data record --policy mix --frames 6000 --workers 4 --seed 2 --out "$DATA-heldout" \
       --maps freedoom1.wad:E2M3 freedoom1.wad:E4M5 freedoom2.wad:MAP07 freedoom2.wad:MAP19 2>&1 | tail -2
-  $MW data revisit-bench --cases 64 --seed 0 --out "$DATA-revisit" 2>&1 | tail -2
+  if [ -z "${NO_REVISIT:-}" ]; then
+    $MW data revisit-bench --cases ${CASES:-64} --seed 0 --out "$DATA-revisit" 2>&1 | tail -2
+  fi
 }
 
 bring_back() {

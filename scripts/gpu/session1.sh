@@ -2,10 +2,10 @@
 # Run on the device machine from the repo root:  bash scripts/gpu/session1.sh
 source scripts/gpu/common.sh
 DEADLINE=${DEADLINE:-560}
-record_data 150000
+record_data ${FRAMES:-150000}
 log "autoencoder"
 $MW train autoencoder --preset doom-cpu --data "$DATA" --out $RUNS/ae --batch-size 48 --lr 4e-4 \
-    --max-steps 100000 --time-limit "$(python3 -c 'print(170/60)')" --warmup-steps 200 --no-progress --log-every 50 2>&1 | tail -3
+    --max-steps 100000 --time-limit "${AE_MIN:-2.8}" --warmup-steps 200 --no-progress --log-every 50 2>&1 | tail -3
 tail -2 $RUNS/ae/metrics.csv
 $MW eval autoencoder --checkpoint $RUNS/ae --data "$DATA-heldout" --split heldout --max-frames 2048 --json $RUNS/ae/eval.json | tail -12
 bring_back ae $RUNS/ae

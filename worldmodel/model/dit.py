@@ -11,6 +11,7 @@ for conversions to x0).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,9 @@ from worldmodel.model.attention import CrossAttention, SelfAttention
 from worldmodel.model.layers import FeedForward, TimeActionEmbedding, init_linear, modulate
 from worldmodel.model.masks import expand_to_tokens, flex_block_mask
 from worldmodel.model.rope import rope_angles
+
+# MAGWORLD_DENSE_MASKS=1 uses dense SDPA masks on CUDA too (to compare with FlexAttention).
+DENSE_MASKS = os.environ.get("MAGWORLD_DENSE_MASKS", "") == "1"
 
 
 @dataclass
@@ -169,7 +173,7 @@ class CausalDiT(nn.Module):
 
         mask = None
         if frame_mask is not None:
-            if x.is_cuda and memory is None:
+            if x.is_cuda and memory is None and not DENSE_MASKS:
                 mask = flex_block_mask(frame_mask.to(x.device), n)
             else:
                 mask = expand_to_tokens(frame_mask.to(x.device), n)
@@ -223,7 +227,8 @@ class CausalDiT(nn.Module):
             )
         if frame_mask is not None and frame_mask.shape != (f, f):
             raise ValueError(f"frame_mask must have shape [{f}, {f}], got {list(frame_mask.shape)}")
-        if not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+        # Value checks synchronise with the device; training (which feeds its own tensors) skips them.
+        if not self.training and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
             for name, val in (("latents", x), ("t", t), ("actions", actions)):
                 if not torch.isfinite(val).all():
                     raise ValueError(f"{name} contain NaN or infinite values")

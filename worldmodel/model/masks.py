@@ -62,8 +62,25 @@ def expand_to_tokens(frame_mask: torch.Tensor, tokens_per_frame: int) -> torch.T
     return frame_mask.repeat_interleave(n, dim=0).repeat_interleave(n, dim=1)
 
 
+_FLEX_CACHE: dict = {}
+
+
 def flex_block_mask(frame_mask: torch.Tensor, tokens_per_frame: int):
-    """The same rule as a FlexAttention BlockMask (CUDA only)."""
+    """The same rule as a FlexAttention BlockMask (CUDA only). Building one evaluates the rule
+    over every (query, key) pair, so it is cached per mask tensor: a training stage builds its
+    masks once and passes the same tensors every step (no device sync to look one up)."""
+    key = id(frame_mask)
+    hit = _FLEX_CACHE.get(key)
+    if hit is not None and hit[0] is frame_mask and hit[1] == (frame_mask._version, tokens_per_frame):
+        return hit[2]
+    if len(_FLEX_CACHE) > 32:
+        _FLEX_CACHE.clear()
+    block_mask = _build_flex_block_mask(frame_mask, tokens_per_frame)
+    _FLEX_CACHE[key] = (frame_mask, (frame_mask._version, tokens_per_frame), block_mask)
+    return block_mask
+
+
+def _build_flex_block_mask(frame_mask: torch.Tensor, tokens_per_frame: int):
     from torch.nn.attention.flex_attention import create_block_mask
 
     n = tokens_per_frame
