@@ -11,6 +11,7 @@ ACTIONS = [
     "worldmodel.cli.eval_next_block",
     "worldmodel.cli.eval_memory",
     "worldmodel.cli.eval_rollout",
+    "worldmodel.cli.eval_revisit",
 ]
 
 

@@ -1,0 +1,49 @@
+"""`magworld eval revisit`: the revisit benchmark across memory strategies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from worldmodel.cli.eval_common import device_of, emit
+
+
+def register(sub):
+    p = sub.add_parser("revisit", help="revisit benchmark: PSNR/SSIM at returning views, per memory strategy",
+                       description="magworld eval revisit: feed each case's memorize segment, generate the return "
+                       "segment from actions, and score the frames where the camera is back at a remembered pose "
+                       "against the engine (ground truth) and against the remembered frame (history), for each "
+                       "memory strategy; also KV bytes held. Writes a plot of PSNR against frames since seen.")
+    p.add_argument("--checkpoint", required=True, type=Path)
+    p.add_argument("--bench", required=True, type=Path, help="revisit benchmark directory (magworld data revisit-bench)")
+    p.add_argument("--strategies", default="none,window,full,mag w/o stage 1,mag",
+                   help="comma-separated: none, window, full, 'mag w/o stage 1', mag")
+    p.add_argument("--cases", type=int, default=64)
+    p.add_argument("--plot", type=Path, default=None, help="PNG of PSNR against frames since seen")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--json", type=Path, default=None)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from worldmodel.bundle import WorldModel
+    from worldmodel.data.revisit import load_cases
+    from worldmodel.eval.revisit import plot_since_seen, revisit_benchmark
+
+    model = WorldModel.load(args.checkpoint, device_of(args))
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    result = revisit_benchmark(model, load_cases(args.bench), strategies, args.cases, args.seed)
+    if args.plot:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_since_seen(result, args.plot)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.with_suffix(".cases.json").write_text(json.dumps(result["per_case"]) + "\n")
+    width = max(len(k) for k in result["table"])
+    print(f"{'strategy':<{width}}  GT PSNR  GT SSIM  hist PSNR  hist SSIM  KV MB held  frames")
+    for k, v in result["table"].items():
+        h = "     -   " if v["hist_psnr"] is None else f"{v['hist_psnr']:8.2f} "
+        hs = "     -   " if v["hist_ssim"] is None else f"{v['hist_ssim']:9.3f}"
+        print(f"{k:<{width}}  {v['gt_psnr']:7.2f}  {v['gt_ssim']:7.3f}  {h} {hs}  {v['kv_bytes_held'] / 1e6:10.2f}  {v['revisit_frames']}")
+    return emit(args, {"checkpoint": str(args.checkpoint), "cases": result["cases"], "table": result["table"]})

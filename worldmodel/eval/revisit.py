@@ -1,0 +1,150 @@
+"""The revisit benchmark: does the model redraw a place it saw a while ago?
+
+For each held-out case (worldmodel/data/revisit.py): the memorize segment's true frames are
+written into memory (as an engine would seed the runtime), then the return segment is generated
+from its actions alone (the engine's poses are given for pose-indexed retrieval, as the runtime
+gets them from a client). At every return frame whose pose matches a memorize frame, the
+generated frame is scored
+  against the engine's true frame there   ("ground-truth comparison")
+  against the memorize frame at that pose ("history comparison")
+with PSNR and SSIM (LPIPS needs pretrained weights that are not available offline). Frames are
+aligned by best match within ±`align` frames, as MAG-Bench does, since a generated return may
+run a frame early or late. Every strategy sees the same cases; copy-last (repeat the last
+memorize frame) is the trivial baseline.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import torch
+
+from worldmodel.bundle import WorldModel
+from worldmodel.data.revisit import RevisitCase
+from worldmodel.metrics import psnr, ssim
+
+PSNR_CAP = 60.0
+
+
+def _pair_scores(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    ta = torch.from_numpy(np.ascontiguousarray(a)).movedim(-1, -3)[None]
+    tb = torch.from_numpy(np.ascontiguousarray(b)).movedim(-1, -3)[None]
+    return min(float(psnr(ta, tb)[0]), PSNR_CAP), float(ssim(ta, tb)[0])
+
+
+def _best(frame: np.ndarray, candidates: np.ndarray) -> tuple[float, float]:
+    scores = [_pair_scores(frame, c) for c in candidates]
+    return max(scores, key=lambda s: s[0])
+
+
+@torch.no_grad()
+def run_case(model: WorldModel, case: RevisitCase, strategy: str, memory_model: bool = True,
+             seed: int = 0, align: int = 2) -> dict:
+    """Generate the return segment of one case under one memory strategy; score its revisits."""
+    bf = model.config.model.block_frames
+    m = (case.memorize_frames // bf) * bf  # memory is written in whole blocks
+    n = m + ((len(case.frames) - m) // bf) * bf
+    frames = np.asarray(case.frames[:n])
+    actions = torch.from_numpy(np.asarray(case.actions[:n], np.float32))
+    poses = torch.from_numpy(np.asarray(case.poses[:n], np.float32))
+    blocks = n // bf
+    capacity = max(blocks * bf, model.config.memory.capacity_frames)
+    roll = model.rollout(strategy, capacity=capacity)
+    if not memory_model:
+        roll.memory_model = roll.generator  # "w/o stage 1": the generator's own last-frame K/V
+    gen = torch.Generator(device=model.device).manual_seed(seed)
+    latents = model.encode(torch.from_numpy(frames[None, :m]))
+    for j in range(0, m, bf):
+        roll.observe(latents[:, j:j + bf], actions[None, j:j + bf], poses[None, j:j + bf])
+    out = [frames[:m]]
+    empty = torch.full((1,), -1, dtype=torch.long, device=model.device)
+    for j in range(m, n, bf):
+        x0 = roll.generate(actions[None, j:j + bf], empty, poses[None, j:j + bf], generator=gen)
+        out.append(model.decode(x0)[0].cpu().numpy())
+    generated = np.concatenate(out)
+    rows = []
+    for j, i in case.revisits:
+        if not m <= j < n:
+            continue
+        lo, hi = max(m, j - align), min(n, j + align + 1)
+        gt = _best(generated[j], frames[lo:hi])
+        hist = _best(generated[j], frames[max(0, i - align):min(m, i + align + 1)])
+        copy = _pair_scores(frames[m - 1], frames[j])
+        rows.append({"frame": j, "since_seen": j - i, "gt_psnr": gt[0], "gt_ssim": gt[1],
+                     "hist_psnr": hist[0], "hist_ssim": hist[1], "copy_last_psnr": copy[0], "copy_last_ssim": copy[1]})
+    return {"case": case.name, "kind": case.kind, "rows": rows, "memory": roll.memory.state(),
+            "full_cache_bytes": n * roll.memory.bytes_per_slot}
+
+
+STRATEGIES = {
+    "none": ("none", True),
+    "window": ("window", True),
+    "full": ("full", True),
+    "mag w/o stage 1": ("mag", False),
+    "mag": ("mag", True),
+}
+
+
+def revisit_benchmark(model: WorldModel, cases: Iterable[RevisitCase], strategies: list[str], max_cases: int,
+                      seed: int = 0, progress: bool = True) -> dict:
+    from tqdm import tqdm
+
+    cases = [c for _, c in zip(range(max_cases), cases)]
+    per = {s: [] for s in strategies}
+    for name in strategies:
+        if name not in STRATEGIES:
+            raise ValueError(f"unknown strategy {name!r}; choose from {sorted(STRATEGIES)}")
+        strategy, use_mm = STRATEGIES[name]
+        for case in tqdm(cases, desc=name, disable=not progress):
+            per[name].append(run_case(model, case, strategy, use_mm, seed))
+    table = {}
+    for name, results in per.items():
+        rows = [r for res in results for r in res["rows"]]
+        if not rows:
+            continue
+        mean = lambda k: float(np.mean([r[k] for r in rows]))  # noqa: E731
+        table[name] = {
+            "gt_psnr": mean("gt_psnr"), "gt_ssim": mean("gt_ssim"),
+            "hist_psnr": mean("hist_psnr"), "hist_ssim": mean("hist_ssim"),
+            "kv_bytes_held": float(np.mean([res["memory"]["bytes_held"] for res in results])),
+            "revisit_frames": len(rows),
+        }
+    some = next(iter(per.values()))
+    copy_rows = [r for res in some for r in res["rows"]]
+    if copy_rows:
+        table["copy-last"] = {"gt_psnr": float(np.mean([r["copy_last_psnr"] for r in copy_rows])),
+                              "gt_ssim": float(np.mean([r["copy_last_ssim"] for r in copy_rows])),
+                              "hist_psnr": None, "hist_ssim": None, "kv_bytes_held": 0.0,
+                              "revisit_frames": len(copy_rows)}
+    return {"cases": len(cases), "table": table, "per_case": per}
+
+
+def plot_since_seen(result: dict, path) -> None:
+    """PSNR (ground truth) against frames since the view was last seen, one line per strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    for name, results in result["per_case"].items():
+        rows = [r for res in results for r in res["rows"]]
+        if not rows:
+            continue
+        since = np.array([r["since_seen"] for r in rows])
+        val = np.array([r["gt_psnr"] for r in rows])
+        edges = np.unique(np.quantile(since, np.linspace(0, 1, 8)))
+        if len(edges) < 2:
+            continue
+        idx = np.clip(np.digitize(since, edges[1:-1]), 0, len(edges) - 2)
+        centers = [(edges[k] + edges[k + 1]) / 2 for k in range(len(edges) - 1) if (idx == k).any()]
+        means = [val[idx == k].mean() for k in range(len(edges) - 1) if (idx == k).any()]
+        ax.plot(centers, means, marker="o", label=name)
+    ax.set_xlabel("frames since the view was last seen")
+    ax.set_ylabel("PSNR vs engine (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
