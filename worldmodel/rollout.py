@@ -86,9 +86,10 @@ class Rollout:
         pos = self._positions()
         view = self.memory.view(self.strategy.attend_slots(self.memory, self._query_pose(poses)))
         prompt = self.generator.prompt_for_scenes(scene, b)
+        rope = self.generator.rope_tables(pos)  # shared by every step of the block
 
         def velocity(x, s):
-            return self.generator(x, s * 1000.0, actions, pos, prompt, memory=view)
+            return self.generator(x, s * 1000.0, actions, pos, prompt, memory=view, rope=rope, validate=False)
 
         if self.euler_sigmas is not None:
             x0 = euler_block(velocity, noise, self.euler_sigmas)
@@ -120,7 +121,7 @@ class Rollout:
             t0 = torch.zeros(b, f, device=x0.device)
             # The memory model writes with the empty condition (it was trained that way).
             prompt = writer.prompt_for_scenes(None, b) if writer is self.memory_model else None
-            _, kvs = writer(x0, t0, actions, pos, prompt, memory=view, return_kv=True)
+            _, kvs = writer(x0, t0, actions, pos, prompt, memory=view, return_kv=True, validate=False)
             self.strategy.write_block(self.memory, kvs, pos, poses)
         self.next_frame += self.cfg.block_frames
 
@@ -134,21 +135,23 @@ class Rollout:
         return poses[0, -1].detach().cpu().numpy()
 
     def _check(self, actions, poses):
+        """Validate on the host (a check on the device would stall it), then move to the device."""
         b, bf = self.batch, self.cfg.block_frames
-        actions = torch.as_tensor(actions, dtype=torch.float32, device=self.device)
-        if tuple(actions.shape) != (b, bf, ACTION_DIM):
-            raise ValueError(f"actions must have shape [{b}, {bf}, {ACTION_DIM}] (one row per frame), got {list(actions.shape)}")
-        if not torch.isfinite(actions).all():
+        host = torch.as_tensor(actions, dtype=torch.float32).cpu()
+        if tuple(host.shape) != (b, bf, ACTION_DIM):
+            raise ValueError(f"actions must have shape [{b}, {bf}, {ACTION_DIM}] (one row per frame), got {list(host.shape)}")
+        if not torch.isfinite(host).all():
             raise ValueError("actions contain NaN or infinite values")
-        lo = torch.as_tensor(ACTION_LOW - ACTION_TOLERANCE, device=self.device)
-        hi = torch.as_tensor(ACTION_HIGH + ACTION_TOLERANCE, device=self.device)
-        if ((actions < lo) | (actions > hi)).any():
+        lo = torch.as_tensor(ACTION_LOW - ACTION_TOLERANCE)
+        hi = torch.as_tensor(ACTION_HIGH + ACTION_TOLERANCE)
+        if ((host < lo) | (host > hi)).any():
             raise ValueError(
                 f"actions out of range: each row is (turn, look, forward, strafe) within "
                 f"low={ACTION_LOW.tolist()} high={ACTION_HIGH.tolist()}"
             )
+        actions = host.to(self.device, non_blocking=True)
         if poses is not None:
-            poses = torch.as_tensor(poses, dtype=torch.float32)
+            poses = torch.as_tensor(poses, dtype=torch.float32).cpu()
             if tuple(poses.shape) != (b, bf, POSE_DIM):
                 raise ValueError(f"poses must have shape [{b}, {bf}, {POSE_DIM}], got {list(poses.shape)}")
             if not torch.isfinite(poses).all():

@@ -109,6 +109,10 @@ class CausalDiT(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
+    def rope_tables(self, frame_pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE (cos, sin) [F*N, head_dim/2] for frames at `frame_pos` [F]."""
+        return rope_angles(frame_pos, self.cfg.grid, self.cfg.head_dim, self.cfg.rope_theta)
+
     # ----------------------------------------------------------------------------------------
     # conditions
 
@@ -139,6 +143,8 @@ class CausalDiT(nn.Module):
         memory: MemoryView | None = None,
         return_kv: bool = False,
         scene: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+        validate: bool = True,
     ):
         """Predict the flow velocity of F latent frames.
 
@@ -150,11 +156,15 @@ class CausalDiT(nn.Module):
         frame_mask: [F, F] bool, which frames may attend to which; None = all (one block)
         memory:     past keys/values to attend to (inference), or None
         scene:      [B] int64 scene ids (-1 = empty), used when `prompt` is None
+        rope:       (cos, sin) from `rope_tables(frame_pos)`, to reuse across the steps of a block
+        validate:   check shapes and values (callers that validated their inputs pass False:
+                    the value checks synchronise with the device on every call)
         Returns v [B, F, C, h, w]; with return_kv also a list over layers of (k, v), each
         [B, F, N, heads, head_dim] (k post-RoPE) — what a memory write stores.
         """
         cfg = self.cfg
-        self._check_inputs(x, t, actions, frame_pos, prompt, frame_mask)
+        if validate:
+            self._check_inputs(x, t, actions, frame_pos, prompt, frame_mask)
         b, f = x.shape[:2]
         gh, gw = cfg.grid
         n = gh * gw
@@ -163,7 +173,7 @@ class CausalDiT(nn.Module):
         tokens = tokens.reshape(b, f * n, cfg.dim)
         e = self.time_action(t, (actions - self.action_center) / self.action_scale)  # [B, F, d]
         e6 = self.time_projection(e).unflatten(-1, (6, cfg.dim))  # [B, F, 6, d]
-        cos, sin = rope_angles(frame_pos, cfg.grid, cfg.head_dim, cfg.rope_theta)
+        cos, sin = rope if rope is not None else self.rope_tables(frame_pos)
         context = None
         if cfg.cross_attention:
             if prompt is None:
