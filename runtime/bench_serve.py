@@ -9,7 +9,6 @@ session (the rolling memory should keep them equal), and names the machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -105,7 +104,7 @@ def _drive(endpoint, args, seed, out: dict) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worldmodel.machine import describe
+    from worldmodel.machine import describe, report
 
     proc, endpoint, lines = _start(_server_cmd(args))
     try:
@@ -157,10 +156,4 @@ def run(args: argparse.Namespace) -> int:
     if device == "cpu":
         threads = args.threads or os.cpu_count()
         result["machine"] = re.sub(r"\(\d+ threads\)", f"(server: {threads} threads)", result["machine"])
-    width = max(len(k) for k in result)
-    for k, v in result.items():
-        print(f"{k:<{width}}  {v}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
+    return report(result, args.json)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from worldmodel.data.engine import DoomEngine, EngineSettings
-from worldmodel.data.policies import look_around_plan, out_and_back_plan, reverse_plan
+from worldmodel.data.policies import look_around_plan, reverse_plan
 from worldmodel.data.revisit import build_revisit_bench, find_revisits, load_cases
 from worldmodel.data.splits import all_maps, heldout_maps, scene_id, train_maps
 from worldmodel.data.validate import check_dataset

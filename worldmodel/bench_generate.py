@@ -7,14 +7,13 @@ Prints frames/s and per-block latency (median, p99) and the machine.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 import torch
 
 from worldmodel.config import apply_overrides, preset
-from worldmodel.machine import describe
+from worldmodel.machine import describe, report
 from worldmodel.model import CausalDiT
 from worldmodel.rollout import Rollout
 
@@ -98,10 +97,4 @@ def run(args: argparse.Namespace) -> int:
         "memory_slots_used": roll.memory.num_used,
         "machine": describe(args.device),
     }
-    width = max(len(k) for k in result)
-    for k, v in result.items():
-        print(f"{k:<{width}}  {v}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0
+    return report(result, args.json)

@@ -23,3 +23,16 @@ def describe(device: str = "cpu") -> str:
         pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"{cpu}, {cores} cores, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+
+
+def report(result: dict, json_path=None) -> int:
+    """Print a benchmark's result as an aligned two-column table (and write it as JSON)."""
+    import json
+
+    width = max(len(k) for k in result)
+    for k, v in result.items():
+        print(f"{k:<{width}}  {v}")
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0

@@ -38,7 +38,7 @@ def _run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="magworld-bench-") as out:
         r = record(RecordConfig(out=out, policy=args.policy, frames=args.frames, workers=args.workers, width=w,
                                 height=h))
-    print(f"| machine | resolution | workers | frames | seconds | frames/s |")
-    print(f"|---|---|---|---|---|---|")
+    print("| machine | resolution | workers | frames | seconds | frames/s |")
+    print("|---|---|---|---|---|---|")
     print(f"| {machine()} | {w}x{h} | {args.workers} | {r['frames']} | {r['seconds']:.1f} | {r['fps']:.0f} |")
     return 0

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worldmodel.actions import ACTION_DIM, ACTION_HIGH, ACTION_LOW, POSE_DIM
+from worldmodel.actions import ACTION_DIM, ACTION_HIGH, ACTION_LOW
 
 TICRATE = 35
 ANGLE_UNIT = 360.0 / 65536  # degrees per engine angle unit

@@ -16,6 +16,7 @@ import torch
 from worldmodel.autoencoder import channels_first, load_autoencoder
 from worldmodel.model import CausalDiT
 from worldmodel.train import checkpoint as ckpt
+from worldmodel.train.ema import EMA
 from worldmodel.train.stage import Stage
 
 MAX_OFFSET_BLOCKS = 64  # RoPE start offsets drawn from [0, 64) blocks
@@ -58,6 +59,24 @@ class LatentStage(Stage):
         raise NotImplementedError
 
     # ---------------------------------------------------------------- services
+
+    def train_network(self, name: str, model: CausalDiT, betas=(0.9, 0.99)) -> None:
+        """The stage trains this one network: DDP wrapper, AdamW and EMA, under `name`."""
+        self.network_name = name
+        self.network = model
+        self.net = self.ddp(model)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, betas=betas,
+                                           weight_decay=self.options.weight_decay)
+        self.ema = EMA(model, decay=self.options.ema_decay)
+
+    def models(self):
+        return {self.network_name: self.network}
+
+    def optimizers(self):
+        return {self.network_name: self.optimizer}
+
+    def emas(self):
+        return {self.network_name: self.ema}
 
     def new_dit(self, init: str | None = None, names: tuple[str, ...] = ()) -> CausalDiT:
         """A CausalDiT on this device, with weights from the first of `names` found in `init`."""

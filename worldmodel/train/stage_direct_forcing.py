@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 
 from worldmodel.model.masks import teacher_forcing
-from worldmodel.train.ema import EMA
 from worldmodel.train.latent_stage import LatentStage
 from worldmodel.train.stage_teacher import flow_matching_loss
 
@@ -26,22 +25,11 @@ class DirectForcingStage(LatentStage):
     def build_models(self) -> None:
         if self.clip_blocks % 2:
             raise ValueError(f"--clip-blocks must be even (two clips per video), got {self.clip_blocks}")
-        self.generator = self.new_dit(self.options.extra.get("init"), ("generator", "teacher"))
-        self.net = self.ddp(self.generator)
-        self.optimizer = torch.optim.AdamW(self.generator.parameters(), lr=self.lr, betas=(0.9, 0.99))
-        self.ema = EMA(self.generator, decay=self.options.ema_decay)
+        self.train_network("generator", self.new_dit(self.options.extra.get("init"), ("generator", "teacher")))
         self.half = self.clip_frames // 2
         self.mask_half = teacher_forcing(self.half, self.block, self.device)
         self.mask_pair = teacher_forcing(self.clip_frames, self.block, self.device)
 
-    def models(self):
-        return {"generator": self.generator}
-
-    def optimizers(self):
-        return {"generator": self.optimizer}
-
-    def emas(self):
-        return {"generator": self.ema}
 
     def train_step(self, batch, step):
         x0 = self.encode(batch)

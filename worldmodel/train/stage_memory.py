@@ -13,7 +13,6 @@ import torch
 
 from worldmodel.diffusion.flow_matching import step_sigmas
 from worldmodel.model.masks import mag_stage1
-from worldmodel.train.ema import EMA
 from worldmodel.train.latent_stage import LatentStage
 
 
@@ -25,21 +24,10 @@ class MemoryStage(LatentStage):
 
     def build_models(self) -> None:
         extra = self.options.extra
-        self.memory_model = self.new_dit(extra.get("init"), ("memory_model", "generator", "teacher"))
-        self.net = self.ddp(self.memory_model)
-        self.optimizer = torch.optim.AdamW(self.memory_model.parameters(), lr=self.lr, betas=(0.9, 0.99))
-        self.ema = EMA(self.memory_model, decay=self.options.ema_decay)
+        self.train_network("memory_model", self.new_dit(extra.get("init"), ("memory_model", "generator", "teacher")))
         self.mask = mag_stage1(self.clip_frames, self.block, self.device)
         self.levels = torch.as_tensor(step_sigmas(self.config.sampler), device=self.device)
 
-    def models(self):
-        return {"memory_model": self.memory_model}
-
-    def optimizers(self):
-        return {"memory_model": self.optimizer}
-
-    def emas(self):
-        return {"memory_model": self.ema}
 
     def train_step(self, batch, step):
         x0 = self.encode(batch)

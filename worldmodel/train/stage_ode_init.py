@@ -12,7 +12,6 @@ import torch
 
 from worldmodel.diffusion.flow_matching import step_sigmas, teacher_sigmas
 from worldmodel.model.masks import teacher_forcing
-from worldmodel.train.ema import EMA
 from worldmodel.train.latent_stage import LatentStage
 
 
@@ -30,10 +29,7 @@ class OdeInitStage(LatentStage):
     def build_models(self) -> None:
         extra = self.options.extra
         self.teacher = self.new_dit(extra["teacher"], ("teacher",)).eval().requires_grad_(False)
-        self.generator = self.new_dit(extra.get("init") or extra["teacher"], ("generator", "teacher"))
-        self.net = self.ddp(self.generator)
-        self.optimizer = torch.optim.AdamW(self.generator.parameters(), lr=self.lr, betas=(0.9, 0.99))
-        self.ema = EMA(self.generator, decay=self.options.ema_decay)
+        self.train_network("generator", self.new_dit(extra.get("init") or extra["teacher"], ("generator", "teacher")))
         self.mask = teacher_forcing(self.clip_frames, self.block, self.device)
         self.student = step_sigmas(self.config.sampler)
         self.path = teacher_sigmas(self.config.sampler)
@@ -47,14 +43,6 @@ class OdeInitStage(LatentStage):
                 )
             self.record_at[i] = k
 
-    def models(self):
-        return {"generator": self.generator}
-
-    def optimizers(self):
-        return {"generator": self.optimizer}
-
-    def emas(self):
-        return {"generator": self.ema}
 
     @torch.no_grad()
     def teacher_trajectory(self, x0, actions, scene, pos):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 
 from worldmodel.model.masks import teacher_forcing
-from worldmodel.train.ema import EMA
 from worldmodel.train.latent_stage import LatentStage
 
 
@@ -40,21 +39,9 @@ class TeacherStage(LatentStage):
     default_lr = 3e-4
 
     def build_models(self) -> None:
-        self.teacher = self.new_dit(self.options.extra.get("init"), ("teacher",))
-        self.net = self.ddp(self.teacher)
-        self.optimizer = torch.optim.AdamW(self.teacher.parameters(), lr=self.lr, betas=(0.9, 0.99),
-                                           weight_decay=self.options.weight_decay)
-        self.ema = EMA(self.teacher, decay=self.options.ema_decay)
+        self.train_network("teacher", self.new_dit(self.options.extra.get("init"), ("teacher",)))
         self.mask = teacher_forcing(self.clip_frames, self.block, self.device)
 
-    def models(self):
-        return {"teacher": self.teacher}
-
-    def optimizers(self):
-        return {"teacher": self.optimizer}
-
-    def emas(self):
-        return {"teacher": self.ema}
 
     def train_step(self, batch, step):
         x0 = self.encode(batch)
