@@ -17,7 +17,9 @@ tick t samples the action row of frame t.
 
 from __future__ import annotations
 
+import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -338,6 +340,11 @@ class Explorer:
 
     def _open_window(self) -> None:
         pygame.display.init()
+        driver = pygame.display.get_driver()
+        if driver in ("offscreen", "dummy") and not os.environ.get("SDL_VIDEODRIVER"):
+            # SDL found no display and fell back silently: say so, or the user waits on nothing.
+            print(f"magworld play: no display found (SDL video driver {driver!r}): the window is invisible. "
+                  "Run on a desktop, under xvfb-run, or with --screenshot FILE / --record FILE.", file=sys.stderr)
         pygame.display.set_caption("magworld — a world that exists only in the model")
         self.fonts = hud.Fonts()
         h, w = self.info.height, self.info.width
