@@ -22,6 +22,21 @@ from worldmodel.train.stage import Stage
 MAX_OFFSET_BLOCKS = 64  # RoPE start offsets drawn from [0, 64) blocks
 
 
+def paired_velocity(net, clean, noisy, sigma, actions, pos, mask, scene, autocast) -> torch.Tensor:
+    """Flow velocity (float32) of the noisy half of the sequence [clean ; noisy].
+
+    The training layout of every latent stage: clean frames (t = 0) play the KV cache, the noisy
+    copy is what is denoised. clean, noisy [b, F, C, h, w]; sigma [b, F] noise levels of the
+    noisy half; actions [b, F, A] (shared by both halves); pos [2F]; mask [2F, 2F]; scene [b].
+    Returns v [b, F, C, h, w].
+    """
+    f = clean.shape[1]
+    t = torch.cat([torch.zeros_like(sigma), sigma * 1000.0], 1)
+    with autocast():
+        v = net(torch.cat([clean, noisy], 1), t, torch.cat([actions, actions], 1), pos, frame_mask=mask, scene=scene)
+    return v[:, f:].float()
+
+
 class LatentStage(Stage):
     default_clip_blocks = 4
     default_batch_size = 16

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from worldmodel.model.masks import teacher_forcing
-from worldmodel.train.latent_stage import LatentStage
+from worldmodel.train.latent_stage import LatentStage, paired_velocity
 from worldmodel.train.stage_teacher import flow_matching_loss
 
 
@@ -49,11 +49,9 @@ class DirectForcingStage(LatentStage):
         noise = torch.randn_like(x0)
         s = sig_b[..., None, None, None]
         x_t = (1 - s) * x0 + s * noise
-        t = torch.cat([torch.zeros_like(sig_b), sig_b * 1000.0], 1)
-        with self.autocast():
-            v = self.net(torch.cat([history, x_t], 1), t, torch.cat([actions, actions], 1), pos.repeat(2),
-                         frame_mask=self.mask_pair, scene=scene)[:, f + h:]
-        loss_b = (v.float() - (noise - x0)[:, h:]).square().mean()
+        v = paired_velocity(self.net, history, x_t, sig_b, actions, pos.repeat(2), self.mask_pair, scene,
+                            self.autocast)[:, h:]
+        loss_b = (v - (noise - x0)[:, h:]).square().mean()
         loss = 0.5 * (loss_a + loss_b)
         grad_norm = self.optimize(loss, "generator")
         return {"loss": loss.detach(), "loss_first": loss_a.detach(), "loss_second": loss_b.detach(),

@@ -15,7 +15,7 @@ import torch
 from worldmodel.diffusion.flow_matching import shift_sigma, step_sigmas
 from worldmodel.model.masks import teacher_forcing
 from worldmodel.train.ema import EMA
-from worldmodel.train.latent_stage import LatentStage
+from worldmodel.train.latent_stage import LatentStage, paired_velocity
 from worldmodel.train.self_forcing import self_forcing_rollout
 from worldmodel.train.stage_teacher import flow_matching_loss
 
@@ -85,16 +85,12 @@ class DMDStage(LatentStage):
 
     def score_x0(self, net, clean, noisy, s, actions, scene, pos):
         """x0 predicted by a score model for the noisy half [b, F] (teacher-forcing layout)."""
-        b, f = clean.shape[:2]
-        t = torch.cat([torch.zeros(b, f, device=clean.device), s * 1000.0], 1)
-        acts = torch.cat([actions, actions], 1)
-        with self.autocast():
-            v = net(torch.cat([clean, noisy], 1), t, acts, pos, frame_mask=self.mask, scene=scene).float()
-            if net is self.teacher and self.guidance != 1.0:
-                empty = torch.full_like(scene, -1)
-                v_u = net(torch.cat([clean, noisy], 1), t, acts, pos, frame_mask=self.mask, scene=empty).float()
-                v = v_u + self.guidance * (v - v_u)
-        return noisy - s[..., None, None, None] * v[:, f:]
+        v = paired_velocity(net, clean, noisy, s, actions, pos, self.mask, scene, self.autocast)
+        if net is self.teacher and self.guidance != 1.0:
+            empty = torch.full_like(scene, -1)
+            v_u = paired_velocity(net, clean, noisy, s, actions, pos, self.mask, empty, self.autocast)
+            v = v_u + self.guidance * (v - v_u)
+        return noisy - s[..., None, None, None] * v
 
     def train_step(self, batch, step):
         x0 = self.encode(batch)

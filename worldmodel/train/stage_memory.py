@@ -13,7 +13,7 @@ import torch
 
 from worldmodel.diffusion.flow_matching import step_sigmas
 from worldmodel.model.masks import mag_stage1
-from worldmodel.train.latent_stage import LatentStage
+from worldmodel.train.latent_stage import LatentStage, paired_velocity
 
 
 class MemoryStage(LatentStage):
@@ -37,12 +37,9 @@ class MemoryStage(LatentStage):
         noise = torch.randn_like(x0)
         x_t = (1 - s[..., None, None, None]) * x0 + s[..., None, None, None] * noise
         actions = batch["actions"].float()
-        t = torch.cat([torch.zeros_like(s), s * 1000.0], 1)
         empty = torch.full((b,), -1, dtype=torch.long, device=self.device)
-        with self.autocast():
-            v = self.net(torch.cat([x0, x_t], 1), t, torch.cat([actions, actions], 1), self.positions(f, 2),
-                         frame_mask=self.mask, scene=empty)[:, f:]
-        pred = x_t - s[..., None, None, None] * v.float()
+        v = paired_velocity(self.net, x0, x_t, s, actions, self.positions(f, 2), self.mask, empty, self.autocast)
+        pred = x_t - s[..., None, None, None] * v
         loss = (pred - x0).square().mean()
         psnr_latent = -10 * torch.log10(loss.detach().clamp_min(1e-12))
         grad_norm = self.optimize(loss, "memory_model")

@@ -12,7 +12,7 @@ import torch
 
 from worldmodel.diffusion.flow_matching import step_sigmas, teacher_sigmas
 from worldmodel.model.masks import teacher_forcing
-from worldmodel.train.latent_stage import LatentStage
+from worldmodel.train.latent_stage import LatentStage, paired_velocity
 
 
 class OdeInitStage(LatentStage):
@@ -50,14 +50,12 @@ class OdeInitStage(LatentStage):
         b, f = x0.shape[:2]
         x = torch.randn_like(x0)
         states = [None] * len(self.student)
-        acts = torch.cat([actions, actions], 1)
         for i, (s, s_next) in enumerate(zip(self.path[:-1], self.path[1:])):
             if i in self.record_at:
                 states[self.record_at[i]] = x
-            t = torch.cat([torch.zeros(b, f, device=x.device), torch.full((b, f), s * 1000.0, device=x.device)], 1)
-            with self.autocast():
-                v = self.teacher(torch.cat([x0, x], 1), t, acts, pos, frame_mask=self.mask, scene=scene)[:, f:]
-            x = x + (s_next - s) * v.float()
+            sigma = torch.full((b, f), s, device=x.device)
+            v = paired_velocity(self.teacher, x0, x, sigma, actions, pos, self.mask, scene, self.autocast)
+            x = x + (s_next - s) * v
         return torch.stack(states), x
 
     def train_step(self, batch, step):
@@ -70,11 +68,8 @@ class OdeInitStage(LatentStage):
         k = torch.randint(0, len(self.student), (b,), device=self.device)
         x_k = states[k, torch.arange(b, device=self.device)]
         s_k = torch.as_tensor(self.student, device=self.device)[k][:, None].expand(b, f)
-        t = torch.cat([torch.zeros(b, f, device=self.device), s_k * 1000.0], 1)
-        with self.autocast():
-            v = self.net(torch.cat([x0, x_k], 1), t, torch.cat([actions, actions], 1), pos,
-                         frame_mask=self.mask, scene=scene)[:, f:]
-        pred = x_k - s_k[..., None, None, None] * v.float()
+        v = paired_velocity(self.net, x0, x_k, s_k, actions, pos, self.mask, scene, self.autocast)
+        pred = x_k - s_k[..., None, None, None] * v
         loss = (pred - target).square().mean()
         grad_norm = self.optimize(loss, "generator")
         return {"loss": loss.detach(), "grad_norm": grad_norm}

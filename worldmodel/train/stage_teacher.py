@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from worldmodel.model.masks import teacher_forcing
-from worldmodel.train.latent_stage import LatentStage
+from worldmodel.train.latent_stage import LatentStage, paired_velocity
 
 
 def flow_matching_loss(net, x0, actions, scene, sigma, pos, mask, autocast, history=None):
@@ -19,17 +19,13 @@ def flow_matching_loss(net, x0, actions, scene, sigma, pos, mask, autocast, hist
 
     x0 [b, F, C, h, w], actions [b, F, A], scene [b], sigma [b, F], pos [2F], mask [2F, 2F].
     Returns (loss, v_pred [b, F, ...], x_t)."""
-    b, f = x0.shape[:2]
     history = x0 if history is None else history
     noise = torch.randn_like(x0)
     s = sigma[..., None, None, None]
     x_t = (1 - s) * x0 + s * noise
-    inp = torch.cat([history, x_t], 1)
-    t = torch.cat([torch.zeros_like(sigma), sigma * 1000.0], 1)
-    with autocast():
-        v = net(inp, t, torch.cat([actions, actions], 1), pos, frame_mask=mask, scene=scene)[:, f:]
-    loss = (v.float() - (noise - x0)).square().mean()
-    return loss, v.float(), x_t
+    v = paired_velocity(net, history, x_t, sigma, actions, pos, mask, scene, autocast)
+    loss = (v - (noise - x0)).square().mean()
+    return loss, v, x_t
 
 
 class TeacherStage(LatentStage):
