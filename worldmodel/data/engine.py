@@ -128,6 +128,9 @@ class DoomEngine:
         g.set_episode_timeout(0)
         g.set_mode(vzd.Mode.PLAYER)
         g.set_seed(settings.seed)
+        # ViZDoom creates ./_vizdoom/ on init with a check-then-mkdir; two workers starting together
+        # race on it and the loser segfaults ("Failed to create ./_vizdoom/ directory: File exists").
+        os.makedirs("_vizdoom", exist_ok=True)
         g.init()
         self.game = g
         self.velocity = np.zeros(2, dtype=np.float64)
