@@ -37,7 +37,10 @@ class GeneratorStep(nn.Module):
         b, f = x_t.shape[:2]
         s = sigma.float()
         t = (s * 1000.0).expand(b, f)
-        v = self.model(x_t, t, actions, frame_pos, prompt, memory=MemoryView(memory_k, memory_v, memory_valid))
+        # validate=False: the host validates feeds; a value check would synchronise (and break
+        # CUDA-graph capture).
+        v = self.model(x_t, t, actions, frame_pos, prompt, memory=MemoryView(memory_k, memory_v, memory_valid),
+                       validate=False)
         x0 = x_t - s.to(x_t.dtype) * v  # x0 = x_t - s * v (worldmodel.diffusion.flow_matching)
         return x0, v
 
@@ -57,7 +60,8 @@ class MemoryWrite(nn.Module):
         b, f = x0.shape[:2]
         t0 = torch.zeros(b, f, dtype=torch.float32, device=x0.device)
         _, kvs = self.writer(
-            x0, t0, actions, frame_pos, None, memory=MemoryView(memory_k, memory_v, memory_valid), return_kv=True
+            x0, t0, actions, frame_pos, None, memory=MemoryView(memory_k, memory_v, memory_valid), return_kv=True,
+            validate=False,
         )
         k = torch.stack([k[:, self.keep] for k, _ in kvs])
         v = torch.stack([v[:, self.keep] for _, v in kvs])

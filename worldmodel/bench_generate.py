@@ -36,6 +36,8 @@ def register(sub):
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="weights and activations (default bfloat16 on GPU, float32 on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the transformer")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="run the loop as the cudagraph backend does: each network pass one captured CUDA graph")
     p.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE", help="config overrides")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.set_defaults(func=run)
@@ -59,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     with torch.no_grad():  # random weights: the zero init would make every block an identity
         for p in model.parameters():
             p.normal_(0, 0.02)
+    if args.cuda_graphs:
+        return run_graphs(args, cfg, model, dtype)
     roll = Rollout(model, cfg.sampler, cfg.memory, dtype=dtype)
     if args.compile:
         compiled = torch.compile(model)
@@ -81,8 +85,37 @@ def run(args: argparse.Namespace) -> int:
                 torch.cuda.synchronize()
             if i >= args.warmup:
                 times.append(time.perf_counter() - t0)
+    return report(summary(args, cfg, model, dtype, times, roll.memory.num_used), args.json)
+
+
+def run_graphs(args, cfg, model, dtype) -> int:
+    """The same loop through runtime/backends/cudagraph_backend.py (the generator also writes
+    memory, as Rollout does above when there is no memory model). Decoding is not timed."""
+    from runtime.backends.cudagraph_backend import CudaGraphBackend
+    from worldmodel.autoencoder import Autoencoder
+    from worldmodel.bundle import WorldModel
+
+    precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    world = WorldModel(cfg, Autoencoder(cfg.autoencoder), model.float().cpu(), None)
+    session = CudaGraphBackend(None, args.device, precision, model=world).new_session()
+    actions = np.zeros((cfg.model.block_frames, cfg.model.action_dim), np.float32)
+    cuda = args.device.startswith("cuda")
+    times = []
+    for i in range(args.warmup + args.blocks):
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        session.generate_latents(actions)
+        if cuda:
+            torch.cuda.synchronize()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    return report(summary(args, cfg, world.generator, dtype, times, session.memory.num_used), args.json)
+
+
+def summary(args, cfg, model, dtype, times, slots_used) -> dict:
     t = np.array(times)
-    result = {
+    return {
         "preset": cfg.name,
         "frame_size": [cfg.autoencoder.frame_height, cfg.autoencoder.frame_width],
         "tokens_per_frame": cfg.model.tokens_per_frame,
@@ -91,10 +124,10 @@ def run(args: argparse.Namespace) -> int:
         "steps": len(cfg.sampler.timesteps),
         "dtype": str(dtype).replace("torch.", ""),
         "compiled": bool(args.compile),
-        "frames_per_s": round(bf * len(t) / t.sum(), 2),
+        "cuda_graphs": bool(args.cuda_graphs),
+        "frames_per_s": round(cfg.model.block_frames * len(t) / t.sum(), 2),
         "block_ms_p50": round(1000 * float(np.median(t)), 2),
         "block_ms_p99": round(1000 * float(np.percentile(t, 99)), 2),
-        "memory_slots_used": roll.memory.num_used,
+        "memory_slots_used": slots_used,
         "machine": describe(args.device),
     }
-    return report(result, args.json)

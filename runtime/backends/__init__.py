@@ -1,4 +1,4 @@
-"""Inference backends behind one interface (see base.py): torch, onnxruntime, tensorrt."""
+"""Inference backends behind one interface (see base.py): torch, cudagraph, onnxruntime, tensorrt."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ BACKENDS = {
     "torch": "runtime.backends.torch_backend:TorchBackend",
     "onnxruntime": "runtime.backends.onnx_backend:OnnxBackend",
     "tensorrt": "runtime.backends.tensorrt_backend:TensorRTBackend",
+    "cudagraph": "runtime.backends.cudagraph_backend:CudaGraphBackend",
 }
 
 

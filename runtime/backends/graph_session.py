@@ -122,6 +122,11 @@ class GraphSession(EngineSession):
 
     @torch.no_grad()
     def step(self, actions, poses, scene):
+        return self._decode(self.generate_latents(actions, poses, scene))
+
+    @torch.no_grad()
+    def generate_latents(self, actions, poses=None, scene=None) -> torch.Tensor:
+        """The next block's clean latents [1, B, C, h, w] (memory written, nothing decoded)."""
         actions, poses = self._check(actions, poses)
         cfg = self.cfg
         shape = (1, cfg.block_frames, cfg.latent_channels, cfg.latent_height, cfg.latent_width)
@@ -130,7 +135,7 @@ class GraphSession(EngineSession):
         self._gather(self.strategy.attend_slots(self.memory, Rollout._query_pose(poses)))
         x0 = self._denoise("generator_step", noise, actions, pos, self._prompt("generator", scene))
         self._write(x0, actions, pos, poses)
-        return self._decode(x0)
+        return x0
 
     @torch.no_grad()
     def observe(self, frames, actions, poses):

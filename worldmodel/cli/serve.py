@@ -24,7 +24,9 @@ def register(sub):
     p.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ROUTER endpoint (a port of * picks a free one)")
     p.add_argument("--pub", help="PUB endpoint streaming every generated block (topic = session id)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    p.add_argument("--backend", default="torch", choices=["torch", "onnxruntime", "tensorrt"])
+    p.add_argument("--backend", default="torch", choices=["torch", "cudagraph", "onnxruntime", "tensorrt"],
+                   help="torch (default): eager PyTorch; cudagraph: each network pass replayed as one CUDA graph "
+                   "(on CPU it runs eagerly; not yet measured on a GPU)")
     p.add_argument("--max-sessions", type=int, default=8)
     p.add_argument("--idle-timeout", type=float, default=300.0, help="seconds before an idle session is dropped")
     p.add_argument("--max-capacity", type=int, help="memory slots a client may ask for (default: the config's capacity)")

@@ -1,0 +1,169 @@
+"""The CUDA-graph backend: the PyTorch networks, each captured once as a CUDA graph and replayed.
+
+Why: a small world model spends most of a block in Python and kernel launches, not in maths
+(dozens of small kernels per layer, 5 network passes per block; docs/results.md, "Speed"). A CUDA
+graph replays a whole network pass as one launch.
+
+How: the same static-shape plan as the ONNX Runtime and TensorRT backends (graph_session.py: the
+host keeps the slot table, the memory strategy and the few-step sampler; the networks read and
+write fixed buffers), with PyTorch itself running the networks of export/wrappers.py:
+
+    generator_step, memory_step   one denoising step of a block against S attended slots
+    memory_write                  the clean pass -> K/V of the kept frames
+    decoder, encoder              latents <-> uint8 frames
+
+Each session binds its own buffers, so each session captures its own graphs (a few MB of graph
+memory from one pool shared by the backend). Nothing is exported to disk and nothing beyond
+PyTorch is needed. On CPU the runner calls the same modules eagerly over the same buffers: that
+is what the CPU tests compare with the plain PyTorch backend.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from export.onnx_export import OUTPUTS, MemoryLayout, build_wrappers, example_inputs, parse_precision
+from runtime.backends.base import Backend
+from runtime.backends.graph_session import GraphSession
+from worldmodel.bundle import WorldModel
+from worldmodel.config import apply_overrides
+
+WARMUP_CALLS = 2  # eager calls on a side stream before capture (lazy inits, cuBLAS workspaces)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+class TorchGraphRunner:
+    """Runs the wrapper modules over caller-owned buffers: captured as CUDA graphs on a CUDA
+    device, called eagerly elsewhere. Implements graph_session.GraphRunner."""
+
+    def __init__(self, modules: dict[str, nn.Module], inputs: dict[str, list[str]], device: torch.device):
+        self.modules = modules
+        self.inputs = inputs  # graph -> input names, in the module's argument order
+        self.device = device
+        self.capture = device.type == "cuda"
+        self.pool = torch.cuda.graph_pool_handle() if self.capture else None
+        self.captured = 0
+
+    def bind(self, graph: str, tensors: dict[str, torch.Tensor]):
+        module = self.modules[graph]
+        args = [tensors[name] for name in self.inputs[graph]]
+        outs = [tensors[name] for name in OUTPUTS[graph]]
+
+        def run_eager():
+            with torch.no_grad():
+                result = module(*args)
+            for out, value in zip(outs, result if isinstance(result, tuple) else (result,)):
+                out.copy_(value)
+
+        if not self.capture:
+            return run_eager
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP_CALLS):
+                run_eager()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        cuda_graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(cuda_graph, pool=self.pool):
+            run_eager()
+        self.captured += 1
+        return cuda_graph.replay
+
+
+def probe_manifest(model: WorldModel, layout: MemoryLayout, wrappers: dict[str, nn.Module], dtype: torch.dtype,
+                   device: torch.device) -> tuple[dict, dict[str, list[str]]]:
+    """The graphs' inputs and outputs as manifest entries (what `magworld export` writes), found by
+    running each wrapper once on example inputs. Returns (graphs, input names per graph)."""
+    examples = example_inputs(model.config, layout, dtype)
+    graphs, names = {}, {}
+    for name, module in wrappers.items():
+        feeds = dict(examples[name])
+        net = getattr(module, "model", None)
+        if net is not None and not net.cfg.cross_attention:
+            feeds.pop("prompt")  # as the ONNX exporter drops an unused input
+            module = wrappers[name] = WithoutPrompt(module)
+        feeds = {k: v.to(device) for k, v in feeds.items()}
+        with torch.no_grad():
+            result = module(*feeds.values())
+        result = result if isinstance(result, tuple) else (result,)
+        spec = [{"name": k, "shape": list(v.shape), "dtype": dtype_name(v.dtype)} for k, v in feeds.items()]
+        out = [{"name": k, "shape": list(v.shape), "dtype": dtype_name(v.dtype)} for k, v in zip(OUTPUTS[name], result)]
+        graphs[name] = {"inputs": spec, "outputs": out}
+        names[name] = list(feeds)
+    return graphs, names
+
+
+class WithoutPrompt(nn.Module):
+    """A denoising step of a network without cross-attention: no `prompt` input."""
+
+    def __init__(self, step: nn.Module):
+        super().__init__()
+        self.step = step
+
+    def forward(self, x_t, sigma, actions, frame_pos, memory_k, memory_v, memory_valid):
+        return self.step(x_t, sigma, actions, frame_pos, None, memory_k, memory_v, memory_valid)
+
+
+def prompt_tables(model: WorldModel, device: torch.device) -> dict[str, torch.Tensor]:
+    """The prompt tables the host looks up for the `prompt` input (as export's prompts file)."""
+    tables = {}
+    for name, net in (("generator", model.generator), ("memory_model", model.memory_model)):
+        if net is None or not net.cfg.cross_attention:
+            continue
+        tables[f"{name}.null"] = net.null_prompt.detach().float()
+        if net.scene_prompts is not None:
+            tables[f"{name}.scenes"] = net.scene_prompts.detach().float()
+    return {k: v.to(device) for k, v in tables.items()}
+
+
+class CudaGraphBackend(Backend):
+    """`checkpoint`: a checkpoint directory. precision: bf16 (default on CUDA), fp16 or fp32
+    (default on CPU). Graphs are planned per memory layout (strategy, attended slots, kept
+    frames): a session asking for another strategy or budget gets its own plan, made once."""
+
+    name = "cudagraph"
+
+    def __init__(self, checkpoint, device: str = "cuda", precision: str | None = None,
+                 model: WorldModel | None = None):
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("the cudagraph backend was asked to run on CUDA, but torch sees no CUDA device")
+        if dev.type == "cuda" and dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        self.precision = precision or ("bf16" if dev.type == "cuda" else "fp32")
+        self.dtype = parse_precision(self.precision)
+        self.model = model if model is not None else WorldModel.load(checkpoint, "cpu")
+        super().__init__(self.model.config)
+        for net in self.model.modules():
+            net.to(device=dev, dtype=self.dtype).eval()
+        self.device = dev
+        self.prompts = prompt_tables(self.model, dev)
+        self.plans: dict[tuple, tuple[dict, TorchGraphRunner]] = {}
+        self.manifest, self.runner = self.plan()
+
+    def plan(self, strategy=None, capacity=None, attention_budget=None) -> tuple[dict, TorchGraphRunner]:
+        """(manifest, runner) for sessions with this memory layout; made on first use."""
+        overrides = [f"memory.{k}={v}" for k, v in (("strategy", strategy), ("capacity_frames", capacity),
+                                                      ("attention_budget", attention_budget)) if v]
+        config = apply_overrides(self.config, overrides)
+        layout = MemoryLayout.of(config, self.model.memory_model is not None)
+        key = (layout.strategy, layout.slots, tuple(layout.kept_frames), layout.writer)
+        if key not in self.plans:
+            wrappers = build_wrappers(self.model, layout, self.dtype)
+            graphs, inputs = probe_manifest(self.model, layout, wrappers, self.dtype, self.device)
+            manifest = {"precision": self.precision, "config": config.to_dict(), "memory": vars(layout),
+                        "graphs": graphs}
+            self.plans[key] = (manifest, TorchGraphRunner(wrappers, inputs, self.device))
+        return self.plans[key]
+
+    def bytes_per_slot(self) -> int:
+        m = self.config.model
+        return 2 * m.layers * m.tokens_per_frame * m.dim * (torch.finfo(self.dtype).bits // 8)
+
+    def new_session(self, strategy=None, capacity=None, attention_budget=None, seed=0):
+        manifest, runner = self.plan(strategy, capacity, attention_budget)
+        return GraphSession(runner, manifest, self.prompts, strategy, capacity, attention_budget, seed)
