@@ -45,3 +45,19 @@ def test_every_nested_action_has_help():
             for inner_name, inner in action.choices.items():
                 text = inner.format_help()
                 assert inner_name in text and len(text) > 40, f"magworld {name} {inner_name} has no help"
+
+
+def test_the_console_command_reports_a_users_mistake_in_one_line(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from worldmodel.cli import console
+
+    monkeypatch.delenv("MAGWORLD_DEBUG", raising=False)
+    monkeypatch.setattr(sys, "argv", ["magworld", "eval", "memory", "--checkpoint", str(tmp_path / "nope"),
+                                      "--data", str(tmp_path), "--device", "cpu"])
+    assert console() == 2
+    err = capsys.readouterr().err
+    assert "magworld: error: no checkpoint at" in err and "Traceback" not in err
+    monkeypatch.setenv("MAGWORLD_DEBUG", "1")
+    with pytest.raises(Exception, match="no checkpoint at"):
+        console()

@@ -32,6 +32,30 @@ def _version() -> str:
     return f"magworld {__version__}"
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the input is wrong" (a path, a value, a stale or broken checkpoint),
+    which the `magworld` command reports in one line instead of a traceback."""
+    from export.manifest import ExportError
+    from worldmodel.train.checkpoint import CheckpointError
+
+    return (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, CheckpointError, ExportError)
+
+
+def console() -> int:
+    """The `magworld` console command: `main` with a user's mistake reported as one line on
+    stderr and exit status 2. MAGWORLD_DEBUG=1 shows the traceback instead."""
+    import os
+
+    try:
+        return main()
+    except Exception as e:
+        if os.environ.get("MAGWORLD_DEBUG") or not isinstance(e, user_errors()):
+            raise
+        print(f"magworld: error: {e}", file=sys.stderr)
+        print("magworld: (MAGWORLD_DEBUG=1 shows where it came from)", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

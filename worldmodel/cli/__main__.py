@@ -1,5 +1,5 @@
 import sys
 
-from worldmodel.cli import main
+from worldmodel.cli import console
 
-sys.exit(main())
+sys.exit(console())

@@ -39,6 +39,9 @@ class ClipDataset(IterableDataset):
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} must be in [0, world_size={world_size})")
         self.root, self.clip, self.block = Path(root), clip_frames, block_frames
+        if not (self.root / "dataset.json").is_file():
+            raise FileNotFoundError(f"no dataset at {self.root}: expected {self.root / 'dataset.json'} "
+                                    "(record one with `magworld data record`, format in docs/dataset.md)")
         self.split, self.rank, self.world, self.seed = split, rank, world_size, seed
         self.episodes: list[Episode] = []
         for shard in list_shards(self.root):
