@@ -54,6 +54,12 @@ class MemoryLayout:
     def of(cls, config: WorldModelConfig, has_memory_model: bool) -> "MemoryLayout":
         mem = config.memory
         strategy = make_strategy(mem, config.model.block_frames)
+        if strategy.semantic_state:
+            raise ExportError(
+                f"memory strategy {strategy.name!r} cannot be exported: its long-term state ψ is updated by the "
+                "SemanticPack network, which has no graph here; serve it with the torch backend, or export "
+                "the same checkpoint for another strategy (e.g. --strategy window)"
+            )
         # `mag` attends to at most `attention_budget` slots; the others attend to every slot.
         slots = mem.attention_budget if strategy.name == "mag" else mem.capacity_frames
         if not strategy.kept_frames():

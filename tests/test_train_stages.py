@@ -69,10 +69,13 @@ def loss_after(stage, batch, key, steps):
     ("memory", "loss"),
     ("dmd", "fake_loss"),
     ("generator", "fake_loss"),
+    ("memorypack", "loss"),
 ])
 def test_stage_lowers_its_loss_on_a_fixed_batch(name, key, runs, tmp_path):
-    # ode-init starts from other weights than the teacher's, else it starts at the optimum
-    stage = make_stage(name, runs, tmp_path, **({"init": str(runs / "other")} if name == "ode-init" else {}))
+    # ode-init starts from other weights than the teacher's, else it starts at the optimum;
+    # memorypack starts from a 4-step generator run
+    init = {"init": str(runs / "other")} if name in ("ode-init", "memorypack") else {}
+    stage = make_stage(name, runs, tmp_path, **init)
     values = loss_after(stage, fixed_batch(stage), key, steps=6)
     assert all(torch.isfinite(torch.tensor(values)))
     assert values[-1] < values[0], f"{name}: {key} went {values}"

@@ -1,7 +1,8 @@
 """WorldModel: everything a runtime needs, loaded from one checkpoint directory.
 
 A checkpoint directory holds `config.json` (a WorldModelConfig) and safetensors weights:
-`autoencoder`, `generator`, and, for MAG, `memory_model` (each a single file or ≤16 MiB shards).
+`autoencoder`, `generator`, and, for MAG, `memory_model`, for MemoryPack, `semantic_pack` (each a
+single file or ≤16 MiB shards).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from worldmodel.autoencoder import Autoencoder, channels_first, frames_to_uint8
 from worldmodel.config import WorldModelConfig, apply_overrides
 from worldmodel.model import CausalDiT
+from worldmodel.model.semantic_pack import SemanticPack
 from worldmodel.rollout import Rollout
 
 SHIPPED = Path(__file__).resolve().parent.parent / "checkpoints"
@@ -25,6 +27,7 @@ class WorldModel:
     autoencoder: Autoencoder
     generator: CausalDiT
     memory_model: CausalDiT | None = None
+    semantic_pack: SemanticPack | None = None  # the `memorypack` strategy's long-term state network
 
     # ------------------------------------------------------------------ construction
 
@@ -40,17 +43,23 @@ class WorldModel:
         mem = None
         if any(Path(directory).glob("memory_model*.safetensors")):
             mem = ckpt.load_module(CausalDiT(config.model), directory, "memory_model")
-        return cls(config, ae, gen, mem).to(device).eval()
+        pack = None
+        if any(Path(directory).glob("semantic_pack*.safetensors")):
+            pack = ckpt.load_module(SemanticPack(config.model, config.memory), directory, "semantic_pack")
+        return cls(config, ae, gen, mem, pack).to(device).eval()
 
     @classmethod
-    def random(cls, config: WorldModelConfig, seed: int = 0, std: float = 0.05) -> "WorldModel":
-        """Untrained weights (random, not the zero init) — for tests and speed benchmarks."""
+    def random(cls, config: WorldModelConfig, seed: int = 0, std: float = 0.05,
+               semantic_pack: bool = False) -> "WorldModel":
+        """Untrained weights (random, not the zero init) — for tests and speed benchmarks.
+        semantic_pack: also a (freshly initialised) SemanticPack, for `memorypack`."""
         torch.manual_seed(seed)
         ae, gen, mem = Autoencoder(config.autoencoder), CausalDiT(config.model), CausalDiT(config.model)
         with torch.no_grad():
             for p in list(gen.parameters()) + list(mem.parameters()):
                 p.normal_(0, std)
-        return cls(config, ae, gen, mem).eval()
+        pack = SemanticPack(config.model, config.memory) if semantic_pack else None
+        return cls(config, ae, gen, mem, pack).eval()
 
     def save(self, directory: str | Path) -> None:
         from worldmodel.train import checkpoint as ckpt
@@ -62,6 +71,8 @@ class WorldModel:
         ckpt.save_weights(directory, "generator", self.generator.state_dict())
         if self.memory_model is not None:
             ckpt.save_weights(directory, "memory_model", self.memory_model.state_dict())
+        if self.semantic_pack is not None:
+            ckpt.save_weights(directory, "semantic_pack", self.semantic_pack.state_dict())
 
     def to(self, device) -> "WorldModel":
         for m in self.modules():
@@ -74,7 +85,7 @@ class WorldModel:
         return self
 
     def modules(self):
-        return [m for m in (self.autoencoder, self.generator, self.memory_model) if m is not None]
+        return [m for m in (self.autoencoder, self.generator, self.memory_model, self.semantic_pack) if m is not None]
 
     @property
     def device(self) -> torch.device:
@@ -93,7 +104,8 @@ class WorldModel:
         if capacity:
             overrides.append(f"memory.capacity_frames={capacity}")
         memory_cfg = apply_overrides(self.config, overrides).memory if overrides else self.config.memory
-        return Rollout(self.generator, self.config.sampler, memory_cfg, self.memory_model, batch=batch)
+        return Rollout(self.generator, self.config.sampler, memory_cfg, self.memory_model, batch=batch,
+                       semantic_pack=self.semantic_pack)
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:

@@ -111,8 +111,18 @@ class MemoryConfig:
     window_frames: int = 9  # `window`: recent frames kept
     sink_frames: int = 3  # `window`/`full`: first frames never evicted
     attention_budget: int = 24  # slots attended per block (recent + pose-retrieved); <= capacity
+    # `memorypack`: the SemanticPack's long-term state ψ of `pack_tokens` tokens (of the model's
+    # text_dim), made by `pack_layers` self-attention layers of `pack_heads` heads per block.
+    pack_tokens: int = 8
+    pack_layers: int = 2
+    pack_heads: int = 4
 
     def __post_init__(self):
+        if min(self.pack_tokens, self.pack_layers, self.pack_heads) < 1:
+            raise ValueError(
+                f"pack_tokens, pack_layers and pack_heads must be >= 1, got "
+                f"{self.pack_tokens}, {self.pack_layers}, {self.pack_heads}"
+            )
         if self.attention_budget > self.capacity_frames:
             raise ValueError(
                 f"attention_budget {self.attention_budget} exceeds capacity_frames {self.capacity_frames}"

@@ -5,6 +5,8 @@ For each block of B frames:
   2. denoise the block in a few steps against that memory view
   3. rerun the clean block (t = 0) to get its keys/values — by the generator itself, or by the
      memory model for `mag` — and store the frames the strategy keeps
+  4. `memorypack` only: fold the clean block into the long-term state ψ (SemanticPack), which
+     the generator reads as cross-attention context [prompt ; ψ] in steps 2 and 3
 A block of real frames from an engine (`observe`) skips step 2.
 """
 
@@ -18,6 +20,7 @@ from worldmodel.diffusion.flow_matching import step_sigmas, teacher_sigmas
 from worldmodel.diffusion.sampler import denoise_block, euler_block
 from worldmodel.memory import KVMemory, make_strategy
 from worldmodel.model import CausalDiT
+from worldmodel.model.semantic_pack import SemanticPack
 
 ACTION_TOLERANCE = 1e-3
 
@@ -33,9 +36,11 @@ class Rollout:
         capacity: int | None = None,
         dtype: torch.dtype = torch.float32,
         euler_steps: int | None = None,
+        semantic_pack: SemanticPack | None = None,
     ):
         """euler_steps: sample with the deterministic multi-step Euler solver instead of the
-        few-step sampler (how the multi-step teacher is run)."""
+        few-step sampler (how the multi-step teacher is run). semantic_pack: the network that
+        updates ψ, needed by (and only used with) the `memorypack` strategy."""
         self.generator = generator
         self.cfg = generator.cfg
         self.strategy = make_strategy(memory, self.cfg.block_frames)
@@ -43,6 +48,13 @@ class Rollout:
             # "MAG without stage 1": the generator writes, but only the last frame is kept.
             memory_model = generator
         self.memory_model = memory_model
+        if self.strategy.semantic_state and semantic_pack is None:
+            raise ValueError(
+                f"memory strategy {self.strategy.name!r} needs a SemanticPack: load a checkpoint with "
+                "semantic_pack.safetensors (made by `magworld train memorypack` and `magworld train package`)"
+            )
+        self.semantic_pack = semantic_pack if self.strategy.semantic_state else None
+        self.pack_state: torch.Tensor | None = None  # ψ [B, M, text_dim]; set by the session's first block
         self.sigmas = step_sigmas(sampler)
         self.euler_sigmas = teacher_sigmas(sampler, euler_steps) if euler_steps else None
         self.batch = batch
@@ -56,7 +68,13 @@ class Rollout:
 
     def reset(self) -> None:
         self.memory.clear()
+        self.pack_state = None
         self.next_frame = 0
+
+    def pack_bytes(self) -> int:
+        """Bytes of the long-term state ψ held now (0 without `memorypack`)."""
+        s = self.pack_state
+        return 0 if s is None else s.numel() * s.element_size()
 
     # ------------------------------------------------------------------ public steps
 
@@ -85,7 +103,7 @@ class Rollout:
             )
         pos = self._positions()
         view = self.memory.view(self.strategy.attend_slots(self.memory, self._query_pose(poses)))
-        prompt = self.generator.prompt_for_scenes(scene, b)
+        prompt, state = self._context(self.generator.prompt_for_scenes(scene, b))
         rope = self.generator.rope_tables(pos)  # shared by every step of the block
 
         def velocity(x, s):
@@ -95,13 +113,15 @@ class Rollout:
             x0 = euler_block(velocity, noise, self.euler_sigmas)
         else:
             x0 = denoise_block(velocity, noise, self.sigmas, generator)
-        self._write(x0, actions, pos, poses, view)
+        self._write(x0, actions, pos, poses, view, prompt, state)
         return x0
 
     @torch.no_grad()
-    def observe(self, latents: torch.Tensor, actions: torch.Tensor, poses: torch.Tensor | None = None) -> None:
+    def observe(self, latents: torch.Tensor, actions: torch.Tensor, poses: torch.Tensor | None = None,
+                scene: torch.Tensor | None = None) -> None:
         """Write a block of real (encoded) frames into memory as if it had been generated.
-        latents [B, Bf, C, h, w]."""
+        latents [B, Bf, C, h, w]; scene: [B] or None, only read by `memorypack` (the condition
+        ψ_0 starts from when this is the session's first block)."""
         actions, poses = self._check(actions, poses)
         want = (self.batch, self.cfg.block_frames, self.cfg.latent_channels, self.cfg.latent_height, self.cfg.latent_width)
         if tuple(latents.shape) != want:
@@ -110,19 +130,35 @@ class Rollout:
             raise ValueError("observed latents contain NaN or infinite values")
         pos = self._positions()
         view = self.memory.view(self.strategy.attend_slots(self.memory, self._query_pose(poses)))
-        self._write(latents.to(self.device), actions, pos, poses, view)
+        context = state = None
+        if self.semantic_pack is not None:
+            context, state = self._context(self.generator.prompt_for_scenes(scene, self.batch))
+        self._write(latents.to(self.device), actions, pos, poses, view, context, state)
 
     # ------------------------------------------------------------------ internals
 
-    def _write(self, x0, actions, pos, poses, view) -> None:
+    def _context(self, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the generator's cross-attention context, ψ the block reads). Without `memorypack`:
+        (prompt [B, Lc, text_dim], None); with it: ([prompt ; ψ] [B, Lc + M, text_dim], ψ), where
+        the session's first block starts ψ from its own prompt. Changes nothing: `_write` does."""
+        if self.semantic_pack is None:
+            return prompt, None
+        state = self.pack_state if self.pack_state is not None else self.semantic_pack.initial_state(prompt)
+        return torch.cat([prompt, state.to(prompt.dtype)], 1), state
+
+    def _write(self, x0, actions, pos, poses, view, context=None, state=None) -> None:
         writer = self.memory_model if self.strategy.writer == "memory_model" else self.generator
         if self.strategy.kept_frames():
             b, f = x0.shape[:2]
             t0 = torch.zeros(b, f, device=x0.device)
             # The memory model writes with the empty condition (it was trained that way).
             prompt = writer.prompt_for_scenes(None, b) if writer is self.memory_model else None
+            if self.semantic_pack is not None:
+                prompt = context  # as trained: the clean pass of a block reads the context it was made with
             _, kvs = writer(x0, t0, actions, pos, prompt, memory=view, return_kv=True, validate=False)
             self.strategy.write_block(self.memory, kvs, pos, poses)
+        if self.semantic_pack is not None:
+            self.pack_state = self.semantic_pack.update(state, x0)
         self.next_frame += self.cfg.block_frames
 
     def _positions(self) -> torch.Tensor:

@@ -17,7 +17,10 @@ def register(sub):
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--bench", required=True, type=Path, help="revisit benchmark directory (magworld data revisit-bench)")
     p.add_argument("--strategies", default="none,window,full,mag w/o stage 1,mag",
-                   help="comma-separated: none, window, full, 'mag w/o stage 1', mag")
+                   help="comma-separated: none, window, full, 'mag w/o stage 1', mag, memorypack")
+    p.add_argument("--memorypack", type=Path, default=None, metavar="CKPT",
+                   help="a MemoryPack checkpoint (magworld train memorypack + train package): adds the memorypack "
+                   "row, run with that checkpoint's own generator and SemanticPack")
     p.add_argument("--cases", type=int, default=64)
     p.add_argument("--plot", type=Path, default=None, help="PNG of PSNR against frames since seen")
     p.add_argument("--seed", type=int, default=0)
@@ -33,7 +36,16 @@ def run(args) -> int:
 
     model = WorldModel.load(args.checkpoint, device_of(args))
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    result = revisit_benchmark(model, load_cases(args.bench), strategies, args.cases, args.seed)
+    memorypack = None
+    if args.memorypack:
+        memorypack = WorldModel.load(args.memorypack, device_of(args))
+        if memorypack.semantic_pack is None:
+            raise ValueError(f"{args.memorypack} has no semantic_pack weights: --memorypack takes a packaged "
+                             "`magworld train memorypack` run (magworld train package --generator RUN)")
+        if "memorypack" not in strategies:
+            strategies.append("memorypack")
+    result = revisit_benchmark(model, load_cases(args.bench), strategies, args.cases, args.seed,
+                               memorypack=memorypack)
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         plot_since_seen(result, args.plot)
@@ -46,4 +58,7 @@ def run(args) -> int:
         h = "     -   " if v["hist_psnr"] is None else f"{v['hist_psnr']:8.2f} "
         hs = "     -   " if v["hist_ssim"] is None else f"{v['hist_ssim']:9.3f}"
         print(f"{k:<{width}}  {v['gt_psnr']:7.2f}  {v['gt_ssim']:7.3f}  {h} {hs}  {v['kv_bytes_held'] / 1e6:10.2f}  {v['revisit_frames']}")
-    return emit(args, {"checkpoint": str(args.checkpoint), "cases": result["cases"], "table": result["table"]})
+    out = {"checkpoint": str(args.checkpoint), "cases": result["cases"], "table": result["table"]}
+    if args.memorypack:
+        out["memorypack_checkpoint"] = str(args.memorypack)
+    return emit(args, out)

@@ -10,7 +10,9 @@ generated frame is scored
 with PSNR and SSIM (LPIPS needs pretrained weights that are not available offline). Frames are
 aligned by best match within ±`align` frames, as MAG-Bench does, since a generated return may
 run a frame early or late. Every strategy sees the same cases; copy-last (repeat the last
-memorize frame) is the trivial baseline.
+memorize frame) is the trivial baseline. The `memorypack` row (seed 2's other memory design)
+runs its own checkpoint — a generator fine-tuned with its SemanticPack — on the same cases; its
+memory held is the window's K/V plus the state ψ.
 """
 
 from __future__ import annotations
@@ -73,7 +75,11 @@ def run_case(model: WorldModel, case: RevisitCase, strategy: str, memory_model: 
         copy = _pair_scores(frames[m - 1], frames[j])
         rows.append({"frame": j, "since_seen": j - i, "gt_psnr": gt[0], "gt_ssim": gt[1],
                      "hist_psnr": hist[0], "hist_ssim": hist[1], "copy_last_psnr": copy[0], "copy_last_ssim": copy[1]})
-    return {"case": case.name, "kind": case.kind, "rows": rows, "memory": roll.memory.state(),
+    memory = roll.memory.state()
+    if roll.semantic_pack is not None:  # memorypack: ψ is memory held too
+        memory["pack_bytes"] = roll.pack_bytes()
+        memory["bytes_held"] += memory["pack_bytes"]
+    return {"case": case.name, "kind": case.kind, "rows": rows, "memory": memory,
             "full_cache_bytes": n * roll.memory.bytes_per_slot}
 
 
@@ -83,11 +89,14 @@ STRATEGIES = {
     "full": ("full", True),
     "mag w/o stage 1": ("mag", False),
     "mag": ("mag", True),
+    "memorypack": ("memorypack", True),
 }
 
 
 def revisit_benchmark(model: WorldModel, cases: Iterable[RevisitCase], strategies: list[str], max_cases: int,
-                      seed: int = 0, progress: bool = True) -> dict:
+                      seed: int = 0, progress: bool = True, memorypack: WorldModel | None = None) -> dict:
+    """memorypack: the checkpoint that runs the `memorypack` row (default: `model`, if it has a
+    SemanticPack)."""
     from tqdm import tqdm
 
     cases = [c for _, c in zip(range(max_cases), cases)]
@@ -96,8 +105,12 @@ def revisit_benchmark(model: WorldModel, cases: Iterable[RevisitCase], strategie
         if name not in STRATEGIES:
             raise ValueError(f"unknown strategy {name!r}; choose from {sorted(STRATEGIES)}")
         strategy, use_mm = STRATEGIES[name]
+        runs = memorypack if name == "memorypack" and memorypack is not None else model
+        if name == "memorypack" and runs.semantic_pack is None:
+            raise ValueError("the memorypack row needs a MemoryPack checkpoint (with semantic_pack.safetensors): "
+                             "pass one with --memorypack CKPT, made by `magworld train memorypack` + `train package`")
         for case in tqdm(cases, desc=name, disable=not progress):
-            per[name].append(run_case(model, case, strategy, use_mm, seed))
+            per[name].append(run_case(runs, case, strategy, use_mm, seed))
     table = {}
     for name, results in per.items():
         rows = [r for res in results for r in res["rows"]]

@@ -6,18 +6,20 @@
 | full     | all B frames    | generator  | only at capacity (oldest non-sink) |
 | window   | all B frames    | generator  | beyond sinks + last W frames |
 | mag      | last frame      | memory model | at capacity (most redundant pose) |
+| memorypack | as window, plus a learned state ψ | generator + SemanticPack | KV as window; ψ is a fixed size |
 """
 
 from worldmodel.config import MemoryConfig
 from worldmodel.memory.full import FullMemory
 from worldmodel.memory.kv_memory import KVMemory, KVMemoryError
 from worldmodel.memory.mag import MagMemory
+from worldmodel.memory.memorypack import MemoryPackMemory
 from worldmodel.memory.none import NoMemory
 from worldmodel.memory.strategy import MemoryStrategy
 from worldmodel.memory.window import WindowMemory
 
 STRATEGIES: dict[str, type[MemoryStrategy]] = {
-    s.name: s for s in (NoMemory, FullMemory, WindowMemory, MagMemory)
+    s.name: s for s in (NoMemory, FullMemory, WindowMemory, MagMemory, MemoryPackMemory)
 }
 
 

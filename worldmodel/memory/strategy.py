@@ -5,7 +5,8 @@ A strategy answers three questions, each a small method:
   choose_slots(memory, frames) which slots receive them (free slots first; else the strategy's
                            documented eviction: the slot is overwritten in the same atomic write)
   attend_slots(memory, pose) which slots the next block attends to (None = every slot, masked)
-and names who computes the stored K/V: the generator itself, or a separate memory model (MAG).
+and names who computes the stored K/V: the generator itself, or a separate memory model (MAG),
+and whether a SemanticPack state ψ is kept beside the K/V (`memorypack`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from worldmodel.memory.kv_memory import KVMemory, KVMemoryError
 class MemoryStrategy:
     name = "base"
     writer = "generator"  # or "memory_model"
+    semantic_state = False  # True: Rollout keeps a SemanticPack state ψ, read as cross-attention context
 
     def __init__(self, cfg: MemoryConfig, block_frames: int):
         self.cfg = cfg

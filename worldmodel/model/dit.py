@@ -68,7 +68,11 @@ class DiTBlock(nn.Module):
         )
         x = x + y * gate_a
         if self.cross_attn is not None:
-            x = x + self.cross_attn(self.norm3(x), context)
+            if context.dim() == 4:  # per-frame context [B, F, Lc, d]: each frame's tokens read their own
+                per_frame = self.norm3(x).reshape(b * frames, length // frames, d)
+                x = x + self.cross_attn(per_frame, context.flatten(0, 1)).reshape(b, length, d)
+            else:
+                x = x + self.cross_attn(self.norm3(x), context)
         x = x + self.ffn(modulate(self.norm2(x), shift_f, scale_f)) * gate_f
         return x, k, v
 
@@ -152,7 +156,9 @@ class CausalDiT(nn.Module):
         t:          [B, F] flow time of each frame on the 0..1000 scale (0 = clean)
         actions:    [B, F, A] actions in their units (see worldmodel.actions)
         frame_pos:  [F] absolute frame index of each frame (RoPE time position)
-        prompt:     [B, text_tokens, text_dim] or None for the empty condition
+        prompt:     [B, Lc, text_dim] cross-attention context (the scene prompt has Lc = text_tokens;
+                    `memorypack` appends its state ψ), or [B, F, Lc, text_dim] for one context
+                    per frame, or None for the empty condition
         frame_mask: [F, F] bool, which frames may attend to which; None = all (one block)
         memory:     past keys/values to attend to (inference), or None
         scene:      [B] int64 scene ids (-1 = empty), used when `prompt` is None
@@ -231,10 +237,13 @@ class CausalDiT(nn.Module):
             )
         if frame_pos.shape != (f,):
             raise ValueError(f"frame_pos must have shape [{f}], got {list(frame_pos.shape)}")
-        if prompt is not None and tuple(prompt.shape[1:]) != (cfg.text_tokens, cfg.text_dim):
-            raise ValueError(
-                f"prompt must have shape [batch, {cfg.text_tokens}, {cfg.text_dim}], got {list(prompt.shape)}"
-            )
+        if prompt is not None:
+            per_frame = prompt.dim() == 4 and prompt.shape[1] == f
+            if prompt.shape[0] != b or prompt.shape[-1] != cfg.text_dim or not (prompt.dim() == 3 or per_frame):
+                raise ValueError(
+                    f"prompt must have shape [{b}, tokens, {cfg.text_dim}] (e.g. tokens = {cfg.text_tokens}) or "
+                    f"[{b}, {f}, tokens, {cfg.text_dim}] (one context per frame), got {list(prompt.shape)}"
+                )
         if frame_mask is not None and frame_mask.shape != (f, f):
             raise ValueError(f"frame_mask must have shape [{f}, {f}], got {list(frame_mask.shape)}")
         # Value checks synchronise with the device; training (which feeds its own tensors) skips them.

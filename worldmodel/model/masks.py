@@ -56,6 +56,26 @@ def teacher_forcing(frames: int, block_frames: int, device=None) -> torch.Tensor
     return torch.cat([torch.cat([clean_clean, none], 1), torch.cat([noisy_clean, noisy_noisy], 1)], 0)
 
 
+def window_forcing(frames: int, block_frames: int, window_frames: int, sink_frames: int, device=None) -> torch.Tensor:
+    """Teacher forcing limited to what the `window` strategy holds, over [clean ; noisy]. [2F, 2F] bool.
+
+    At inference the block starting at frame s attends to the sink frames (< sink_frames) and the
+    last `window_frames` frames before s, nothing older. Here both the clean and the noisy copy of
+    block j see exactly those clean frames, plus their own block; frame 0 of the clip plays the
+    session's first frame. With a window as long as the clip this is `teacher_forcing`.
+    """
+    if frames % block_frames:
+        raise ValueError(f"{frames} frames is not a whole number of blocks of {block_frames}")
+    idx = torch.arange(frames, device=device)
+    blk = idx // block_frames
+    start = (blk * block_frames)[:, None]  # first frame of each query frame's block
+    key = idx[None, :]
+    held = (key < start) & ((key < sink_frames) | (key >= start - window_frames))
+    same = blk[:, None] == blk[None, :]
+    none = torch.zeros(frames, frames, dtype=torch.bool, device=device)
+    return torch.cat([torch.cat([same | held, none], 1), torch.cat([held, same], 1)], 0)
+
+
 def expand_to_tokens(frame_mask: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
     """[Fq, Fk] -> [Fq*N, Fk*N] bool."""
     n = tokens_per_frame

@@ -1,7 +1,8 @@
 """`magworld train package`: assemble trained runs into one shippable checkpoint directory.
 
 Takes the EMA weights of an autoencoder run, a generator run and (for MAG) a memory-model run,
-stores them as safetensors (optionally in bfloat16 to halve the size; loading casts back to the
+plus, when the generator run is a `memorypack` run, its SemanticPack (`semantic_pack`; the
+packaged config then defaults to the `memorypack` strategy). It stores them as safetensors (optionally in bfloat16 to halve the size; loading casts back to the
 model's dtype), with one config.json and a model card (README.md) built from the runs' own
 metrics.csv and machine.txt — nothing in the card is typed in by hand.
 """
@@ -55,6 +56,9 @@ def package(out: Path, autoencoder: Path, generator: Path, memory_model: Path | 
     parts = {"autoencoder": (autoencoder, "autoencoder"), "generator": (generator, generator_name)}
     if memory_model is not None:
         parts["memory_model"] = (memory_model, "memory_model")
+    if generator_name == "generator" and any(gen_dir.glob("semantic_pack*.safetensors")):
+        parts["semantic_pack"] = (generator, "semantic_pack")  # trained with this generator: ship together
+        config.memory.strategy = "memorypack"
     with ckpt.atomic_directory(out) as staging:
         ckpt.save_config(staging, config)
         for name, (run, source) in parts.items():
@@ -98,7 +102,8 @@ def register_package(stages) -> None:
                           description="magworld train package: gather the EMA weights of an autoencoder, a generator "
                           "and (for MAG) a memory-model run into one checkpoint directory with a model card.")
     p.add_argument("--autoencoder", required=True, type=Path, help="autoencoder run directory")
-    p.add_argument("--generator", required=True, type=Path, help="generator run directory (dmd, generator, ...)")
+    p.add_argument("--generator", required=True, type=Path,
+                   help="generator run directory (dmd, generator, memorypack: its semantic_pack comes along)")
     p.add_argument("--generator-name", default="generator",
                    help="weights name inside the generator run (generator, teacher; default generator)")
     p.add_argument("--memory-model", type=Path, help="memory-model run directory (MAG)")

@@ -15,6 +15,7 @@ STAGES: dict[str, str] = {
     "direct-forcing": "worldmodel.train.stage_direct_forcing:DirectForcingStage",
     "memory": "worldmodel.train.stage_memory:MemoryStage",
     "generator": "worldmodel.train.stage_generator:GeneratorStage",
+    "memorypack": "worldmodel.train.stage_memorypack:MemoryPackStage",
 }
 
 
