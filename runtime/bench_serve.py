@@ -90,7 +90,7 @@ def _drive(endpoint, args, seed, out: dict) -> None:
         b = info.block_size
         c.reset(seed=seed, strategy=args.strategy, revisit=not args.no_revisit)
         rng = np.random.default_rng(seed)
-        lat, model = [], []
+        lat, model, batch = [], [], []
         for i in range(args.warmup + args.blocks):
             a = np.zeros((b, 4), np.float32)
             a[:, 0] = rng.choice([-5.625, 0.0, 5.625])  # wander: turn and walk, so retrieval has work to do
@@ -101,7 +101,8 @@ def _drive(endpoint, args, seed, out: dict) -> None:
             if i >= args.warmup:
                 lat.append(dt)
                 model.append(block.timings["model_ms"] / 1000)
-        out.update(info=info.raw, lat=lat, model=model, memory=c.memory())
+                batch.append(block.timings.get("batch", 1))
+        out.update(info=info.raw, lat=lat, model=model, batch=batch, memory=c.memory())
         c.close()
 
 
@@ -144,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         "strategy": mem["strategy"],
         "frames_per_s": round(b * total_blocks / (wall * timed_share), 2) if args.clients > 1 else
         round(b * len(lat) / float(np.sum(lat)), 2),
+        "steps_per_model_pass": round(float(np.mean(np.concatenate([r["batch"] for r in results]))), 2),
         "latency_ms_p50": round(1000 * float(np.median(lat)), 2),
         "latency_ms_p99": round(1000 * float(np.percentile(lat, 99)), 2),
         "block_ms_first": round(1000 * float(np.median(first)), 2),

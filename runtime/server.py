@@ -1,8 +1,10 @@
 """The magworld server: a ZeroMQ ROUTER socket, one session per client identity (docs/protocol.md).
 
-One thread, one Poller loop: requests are handled one at a time, in arrival order. Model calls
-are synchronous, so a client's `step` holds the others for its duration (a block's generation
-time); clients see that as latency, never as an error. Everything a client can send is bounded
+One thread, one Poller loop: the requests that have arrived are taken off the socket together
+and served in arrival order, except that the `step`s of different clients run as one batched
+model pass where the backend can (the torch backend batches sessions of the same strategy;
+worldmodel/rollout_batch.py). Model calls are synchronous, so a client's `step` holds the others
+for its duration; clients see that as latency, never as an error. Everything a client can send is bounded
 (message size, frames per request, sessions, memory per session) and every request gets exactly
 one reply, an error reply for anything malformed; an exception in model code becomes an
 `internal` error and leaves the session as it was.
@@ -34,6 +36,7 @@ from worldmodel.config import MemoryConfig
 from worldmodel.memory import STRATEGIES, make_strategy
 
 POLL_MS = 200  # how often the loop looks at the stop flag and idle sessions
+MAX_DRAIN = 64  # requests taken off the socket at once (and the most steps one batch can hold)
 PUB_HWM = 64  # messages queued per spectator before the PUB socket drops frames for it
 
 
@@ -67,6 +70,19 @@ def check_endpoints(opts: ServerOptions) -> None:
                 f"refusing to bind {ep} (not loopback) without encryption: give --curve-secret-key "
                 "(and --curve-clients to authorise clients), or --insecure to accept anyone on the network"
             )
+
+
+@dataclass
+class StepContext:
+    """A step between its validation and its model pass (see Server._step_begin)."""
+
+    session: Session
+    actions: np.ndarray  # [B, A]
+    client_poses: np.ndarray | None  # [B, pose_dim] as the client sent them
+    poses: np.ndarray  # [B, pose_dim] the client's, or integrated from the actions
+    scene: int | None
+    tracker: PoseTracker  # advanced copy, committed by _step_end
+    first: int  # index of the block's first frame
 
 
 class Server:
@@ -168,14 +184,13 @@ class Server:
                         continue
                     raise
                 if self.router in ready:
-                    for _ in range(64):  # drain a little, then look at the stop flag again
+                    msgs = []
+                    for _ in range(MAX_DRAIN):  # what has arrived, up to a bound; then the stop flag again
                         try:
-                            msg = self.router.recv_multipart(zmq.NOBLOCK)
+                            msgs.append(self.router.recv_multipart(zmq.NOBLOCK))
                         except zmq.Again:
                             break
-                        self._serve_message(msg)
-                        if self._stop.is_set():
-                            break
+                    self._serve_messages(msgs)
                 for s in self.sessions.expire():
                     self.log(f"session {s.sid} expired after {self.opts.idle_timeout_s:g} s idle ({s.blocks} blocks)")
         finally:
@@ -192,20 +207,70 @@ class Server:
         self.router = self.pub = self.auth = None
         self.log(f"shut down after {self.requests} requests")
 
-    def _serve_message(self, msg: list[bytes]) -> None:
-        # A REQ client puts an empty delimiter after its routing id; a DEALER client does not.
-        cut = 2 if len(msg) >= 3 and msg[1] == b"" else 1
-        envelope, parts = msg[:cut], msg[cut:]
-        out = self.handle(envelope[0], parts)
+    def _serve_messages(self, msgs: list[list[bytes]]) -> None:
+        """Serve the requests that arrived together, each client's in its order. Where the
+        backend batches (Backend.step_many), the `step`s of different clients run as one pass;
+        a client's second request in the same batch waits for the first to be answered."""
+        pending: list[tuple] = []
+        for msg in msgs:
+            # A REQ client puts an empty delimiter after its routing id; a DEALER client does not.
+            cut = 2 if len(msg) >= 3 and msg[1] == b"" else 1
+            envelope, parts = msg[:cut], msg[cut:]
+            identity = envelope[0]
+            if any(p[1] == identity for p in pending):
+                self._run_steps(pending)
+                pending = []
+            got = self._admit(identity, parts)
+            if isinstance(got, list):  # an error reply, or the cached reply of a retry
+                self._send(envelope, got)
+                continue
+            req, key = got
+            if req.op == "step" and self.backend.batches_steps:
+                try:
+                    pending.append((envelope, identity, key, req, self._step_begin(req, identity)))
+                except Exception as e:
+                    self._send(envelope, self._remember(identity, key, self._error_reply(req, e)))
+                continue
+            self._send(envelope, self._remember(identity, key, self._dispatch(req, identity)))
+        self._run_steps(pending)
+
+    def _send(self, envelope: list[bytes], out: list) -> None:
         try:
             self.router.send_multipart(envelope + out, flags=zmq.NOBLOCK)
         except zmq.ZMQError:
             pass  # the client is gone or not reading; its session stays until it idles out
 
+    def _run_steps(self, pending: list[tuple]) -> None:
+        """The model pass of the pending steps (one batch where the backend can), then each reply."""
+        if not pending:
+            return
+        ctxs = [p[4] for p in pending]
+        t0 = time.perf_counter()
+        results = self.backend.step_many([c.session.engine for c in ctxs], [c.actions for c in ctxs],
+                                         [c.poses for c in ctxs], [c.scene for c in ctxs])
+        model_s = time.perf_counter() - t0
+        for (envelope, identity, key, req, ctx), frames in zip(pending, results):
+            try:
+                if isinstance(frames, Exception):
+                    raise frames
+                out = self._step_end(req, ctx, frames, model_s, len(pending))
+            except Exception as e:
+                out = self._error_reply(req, e)
+            self._send(envelope, self._remember(identity, key, out))
+
     # ------------------------------------------------------------------ dispatch
 
     def handle(self, identity: bytes, parts: list[bytes]) -> list:
         """One request -> one reply (list of parts). Never raises."""
+        got = self._admit(identity, parts)
+        if isinstance(got, list):
+            return got
+        req, key = got
+        return self._remember(identity, key, self._dispatch(req, identity))
+
+    def _admit(self, identity: bytes, parts: list[bytes]):
+        """Count and parse a request: (request, retry key), or the reply to send at once (a
+        malformed request's error, or the kept reply when this is a retry of the last request)."""
         self.requests += 1
         try:
             req = P.parse_request(parts, self.max_message_bytes)
@@ -217,13 +282,24 @@ class Server:
             session = self.sessions.get(identity)
             if session is not None and session.last_request == key:
                 return session.last_reply  # a retry of the last request: answer it, do not run it twice
+        return req, key
+
+    def _dispatch(self, req, identity: bytes) -> list:
         try:
-            out = getattr(self, f"_op_{req.op}")(req, identity)
-        except P.ProtocolError as e:
-            out = P.error_reply(req.id, e.code, e.message)
-        except Exception as e:  # model code: report, keep serving
-            self.log(f"internal error in {req.op}: {type(e).__name__}: {e}\n" + traceback.format_exc())
-            out = P.error_reply(req.id, P.INTERNAL, f"{req.op} failed inside the model: {type(e).__name__}: {e}"[:1000])
+            return getattr(self, f"_op_{req.op}")(req, identity)
+        except Exception as e:
+            return self._error_reply(req, e)
+
+    def _error_reply(self, req, e: Exception) -> list:
+        if isinstance(e, P.ProtocolError):
+            return P.error_reply(req.id, e.code, e.message)
+        # model code: report, keep serving
+        self.log(f"internal error in {req.op}: {type(e).__name__}: {e}\n"
+                 + "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+        return P.error_reply(req.id, P.INTERNAL, f"{req.op} failed inside the model: {type(e).__name__}: {e}"[:1000])
+
+    def _remember(self, identity: bytes, key, out: list) -> list:
+        """Keep the reply for a retry of the same request (Lazy Pirate clients resend)."""
         if key is not None:
             session = self.sessions.get(identity)
             if session is not None:
@@ -317,13 +393,24 @@ class Server:
                                 "pose": tracker.pose.tolist(), "memory_used": state["used"]})
 
     def _op_step(self, req, identity):
+        ctx = self._step_begin(req, identity)
+        t0 = time.perf_counter()
+        frames = ctx.session.engine.step(ctx.actions, ctx.poses, ctx.scene)
+        return self._step_end(req, ctx, frames, time.perf_counter() - t0, 1)
+
+    def _step_begin(self, req, identity) -> "StepContext":
+        """Everything of a step before the model runs: parse, validate, advance a copy of the pose."""
         s = self._session(identity)
         actions, client_poses, scene = P.parse_step(req, self.shape)
-        t0 = time.perf_counter()
         tracker = copy.deepcopy(s.tracker)
         poses = tracker.advance(actions, client_poses)
-        first = s.engine.next_frame
-        frames = s.engine.step(actions, poses, s.scene if scene is None else scene)
+        return StepContext(s, actions, client_poses, poses, s.scene if scene is None else scene, tracker,
+                           s.engine.next_frame)
+
+    def _step_end(self, req, ctx: "StepContext", frames, model_s: float, batch: int) -> list:
+        """Everything of a step after the model made its frames: commit, revisit check, reply, PUB."""
+        s, actions, client_poses, poses, tracker, first = (ctx.session, ctx.actions, ctx.client_poses, ctx.poses,
+                                                           ctx.tracker, ctx.first)
         t1 = time.perf_counter()
         want = (self.shape.block_size, self.shape.height, self.shape.width, 3)
         if frames.shape != want or frames.dtype != np.uint8:
@@ -345,7 +432,8 @@ class Server:
             "shape": list(frames.shape), "dtype": "uint8",
             "poses": np.round(poses.astype(np.float64), 4).tolist(),
             "pose_source": "client" if client_poses is not None else "integrated",
-            "timings": {"model_ms": round(1000 * (t1 - t0), 3), "revisit_ms": round(1000 * (t2 - t1), 3)},
+            "timings": {"model_ms": round(1000 * model_s, 3), "revisit_ms": round(1000 * (t2 - t1), 3),
+                        "batch": batch},
             "revisit": report,
             "memory": {"used": state["used"], "capacity": state["capacity"], "bytes_held": state["bytes_held"]},
         }

@@ -92,3 +92,49 @@ def test_only_loopback_binds_are_open_by_default():
     assert is_loopback("tcp://127.0.0.1:5555") and is_loopback("tcp://localhost:1") and is_loopback("ipc:///tmp/x")
     assert not is_loopback("tcp://0.0.0.0:5555") and not is_loopback("tcp://*:5555")
     assert not is_loopback("tcp://192.168.1.4:5555")
+
+
+class Outbox:
+    """Stands in for the ROUTER socket: keeps what the server sends, by client."""
+
+    def __init__(self):
+        self.sent = {}
+
+    def send_multipart(self, parts, flags=0):
+        self.sent.setdefault(parts[0], []).append((json.loads(parts[1]), parts[2:]))
+
+
+def test_steps_that_arrive_together_run_as_one_batch_and_match_steps_alone(backend):
+    """Three clients' steps taken off the socket together make one batched pass; each client
+    gets the frames it gets when stepping alone (same seed), and a malformed step or a second
+    request of the same client in that batch is answered on its own, in order."""
+    together = Server(backend, ServerOptions(), log=open("/dev/null", "w"))
+    alone = Server(backend, ServerOptions(), log=open("/dev/null", "w"))
+    together.router = Outbox()
+    clients = [b"a", b"b", b"c"]
+    for i, c in enumerate(clients):
+        for srv in (together, alone):
+            srv.handle(c, [json.dumps({"op": "reset", "seed": 10 + i}).encode()])
+    rng = np.random.default_rng(0)
+    for block in range(3):
+        steps = {c: {"op": "step", "id": f"{c.decode()}{block}",
+                     "actions": np.round(rng.uniform(-1, 1, (3, 4)), 2).tolist()} for c in clients}
+        msgs = [[c, json.dumps(steps[c]).encode()] for c in clients]
+        msgs.insert(1, [b"a", json.dumps({"op": "memory", "id": "m"}).encode()])  # a's 2nd request: waits
+        msgs.append([b"d", json.dumps({"op": "step", "actions": [[float("nan")] * 4] * 3}).encode()])
+        together._serve_messages(msgs)
+        for c in clients:
+            got = [h for h, _ in together.router.sent[c]]
+            want, want_frames = call(alone, c, steps[c])
+            head, frames = together.router.sent[c][-2 if c == b"a" else -1]
+            assert head["status"] == "ok" and head["first_frame"] == want["first_frame"]
+            a = np.frombuffer(frames[0], np.uint8).astype(int)
+            b = np.frombuffer(want_frames[0], np.uint8).astype(int)
+            assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.01
+            assert got[-1]["status"] == "ok"
+        # a's step ran alone (its memory request came between), b and c ran together
+        assert together.router.sent[b"a"][-2][0]["timings"]["batch"] == 1
+        assert together.router.sent[b"a"][-1][0]["id"] == "m"
+        assert together.router.sent[b"b"][-1][0]["timings"]["batch"] == 2
+        assert together.router.sent[b"d"][-1][0]["status"] == "error"
+    assert together.sessions.get(b"c").engine.next_frame == 9

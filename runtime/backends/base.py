@@ -59,3 +59,18 @@ class Backend(ABC):
     def new_session(self, strategy: str | None = None, capacity: int | None = None,
                     attention_budget: int | None = None, seed: int = 0) -> EngineSession:
         ...
+
+    batches_steps = False  # True where step_many really runs sessions together
+
+    def step_many(self, sessions: list[EngineSession], actions: list[np.ndarray], poses: list[np.ndarray | None],
+                  scenes: list[int | None]) -> list[np.ndarray | Exception]:
+        """Step several distinct sessions (one block each); returns each one's frames, or the
+        exception its step raised (that session is left as it was; the others are not held
+        back). This default steps them one after another."""
+        out: list[np.ndarray | Exception] = []
+        for session, a, p, scene in zip(sessions, actions, poses, scenes):
+            try:
+                out.append(session.step(a, p, scene))
+            except Exception as e:  # reported per session by the caller
+                out.append(e)
+        return out

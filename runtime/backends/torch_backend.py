@@ -8,6 +8,7 @@ import torch
 from runtime.backends.base import Backend, EngineSession
 from worldmodel.bundle import WorldModel
 from worldmodel.rollout import decode_slot_latents
+from worldmodel.rollout_batch import batch_key, generate_together
 
 
 class TorchSession(EngineSession):
@@ -68,3 +69,37 @@ class TorchBackend(Backend):
 
     def new_session(self, strategy=None, capacity=None, attention_budget=None, seed=0):
         return TorchSession(self.model, strategy, capacity, attention_budget, seed)
+
+    batches_steps = True
+
+    def step_many(self, sessions, actions, poses, scenes):
+        """Sessions whose rollouts can share a pass (same networks, strategy and sampler; see
+        worldmodel/rollout_batch.py) are generated and decoded together; the rest, and any group
+        whose batched pass fails, step one by one (so one session's failure is its own)."""
+        groups: dict = {}
+        for i, s in enumerate(sessions):
+            key = batch_key(s.rollout) if isinstance(s, TorchSession) else None
+            groups.setdefault(("alone", i) if key is None else key, []).append(i)
+        out: list = [None] * len(sessions)
+        for idx in groups.values():
+            if len(idx) > 1:
+                group = [sessions[i] for i in idx]
+                rng = [s.generator.get_state() for s in group]
+                try:
+                    x0 = generate_together(
+                        [s.rollout for s in group], [torch.from_numpy(actions[i][None]) for i in idx],
+                        [None if scenes[i] is None else torch.tensor([scenes[i]], device=self.model.device) for i in idx],
+                        [None if poses[i] is None else torch.from_numpy(poses[i][None]) for i in idx],
+                        [s.generator for s in group])
+                    frames = self.model.decode(x0).cpu().numpy()  # [n, Bf, H, W, 3]
+                    for j, i in enumerate(idx):
+                        out[i] = frames[j]
+                    continue
+                except Exception:
+                    for s, state in zip(group, rng):
+                        s.generator.set_state(state)
+            sub = Backend.step_many(self, [sessions[i] for i in idx], [actions[i] for i in idx],
+                                    [poses[i] for i in idx], [scenes[i] for i in idx])
+            for i, r in zip(idx, sub):
+                out[i] = r
+        return out

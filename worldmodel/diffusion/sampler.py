@@ -21,15 +21,26 @@ def _expand(s: torch.Tensor) -> torch.Tensor:
     return s[..., None, None, None]
 
 
+def fresh_noise(shape, generator, device, dtype=torch.float32) -> torch.Tensor:
+    """Standard normal noise of `shape` [B, ...] from one generator, or one per sample."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+        return torch.cat([torch.randn((1, *shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
+    return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+
 def denoise_block(
     velocity: VelocityFn,
     noise: torch.Tensor,
     sigmas: list[float],
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     exit_step: int | None = None,
 ) -> torch.Tensor:
     """Few-step sampling from `noise` [B, F, C, h, w] through noise levels `sigmas` (descending).
 
+    generator: one for the whole batch, or one per sample (sessions batched together each keep
+    their own noise stream, so a block is the same batched or alone).
     exit_step: stop after that many steps (0-based index of the last one taken) and return its
     x0 estimate — Self Forcing's random exit during training. Returns x0 [B, F, C, h, w].
     """
@@ -42,7 +53,7 @@ def denoise_block(
         x0 = x0_from_v(x, velocity(x, s_t), _expand(s_t))
         if i < last:
             s_next = sigmas[i + 1]
-            fresh = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            fresh = fresh_noise(x.shape, generator, x.device, x.dtype)
             x = (1 - s_next) * x0 + s_next * fresh
     return x0
 

@@ -54,10 +54,11 @@ def rope_angles(
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs of x [B, L, H, D] by the angles of cos/sin [L, D/2]."""
+    """Rotate channel pairs of x [B, L, H, D] by the angles of cos/sin [L, D/2] (the same
+    positions for the whole batch) or [B, L, D/2] (each sample at its own positions)."""
     xf = x.float().unflatten(-1, (-1, 2))
     x0, x1 = xf[..., 0], xf[..., 1]
-    c = cos[None, :, None, :]
-    s = sin[None, :, None, :]
+    c = cos[:, :, None, :] if cos.dim() == 3 else cos[None, :, None, :]
+    s = sin[:, :, None, :] if sin.dim() == 3 else sin[None, :, None, :]
     out = torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], dim=-1).flatten(-2)
     return out.type_as(x)
