@@ -4,6 +4,9 @@ set -euo pipefail
 export PYTHONUNBUFFERED=1
 if [ -d .whl ] && [ -z "${SKIP_WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  # ViZDoom travels as its wheel's files, xz-compressed without the example scenarios (22 MB
+  # instead of the 39 MB wheel), so that it fits beside the shipped checkpoints.
+  for t in .whl/*-site.tar.xz; do [ -f "$t" ] && tar xJf "$t" -C /tmp/site; done
   export PYTHONPATH=/tmp/site:$PWD
 else
   export PYTHONPATH=$PWD
@@ -37,4 +40,12 @@ bring_back() {
   # bring_back NAME RUN_DIR...: EMA weights (bf16), config and metrics of each run, as one tar in $OUT
   local name=$1; shift
   python3 scripts/gpu/collect.py "$OUT/$name.tar" "$@"
+}
+
+# T CMD...: run CMD but stop it at ${STOP_AT:-520} s after the start, so that what was made still
+# gets packed into $OUT before the device command's 600 s limit.
+T() {
+  local left=$(( ${STOP_AT:-520} - $(elapsed) ))
+  if [ $left -lt 5 ]; then log "skipped (out of time): $*"; return 0; fi
+  timeout $left "$@" || log "stopped or failed ($?): $*"
 }
