@@ -1,13 +1,17 @@
-"""Tiny autoencoder-stage runs for the trainer tests."""
+"""Tiny training runs (autoencoder and teacher stages) for the trainer tests."""
 
 from pathlib import Path
 
 import torch
 
+from worldmodel.autoencoder import Autoencoder
 from worldmodel.config import preset
+from worldmodel.train import checkpoint as ckpt
 from worldmodel.train.distributed import DistInfo
+from worldmodel.train.latent_stage import paired_velocity
 from worldmodel.train.stage import TrainOptions
 from worldmodel.train.stage_autoencoder import AutoencoderStage
+from worldmodel.train.stage_teacher import TeacherStage
 from worldmodel.train.synthetic import SyntheticClips
 from worldmodel.train.trainer import Trainer
 
@@ -29,6 +33,59 @@ class SGDAutoencoderStage(AutoencoderStage):
     def build(self):
         super().build()
         self.optimizer = torch.optim.SGD(self.autoencoder.parameters(), lr=self.lr)
+
+
+class ClipNoiseTeacherStage(TeacherStage):
+    """The teacher stage with its randomness tied to each clip instead of to the rank's stream.
+
+    Noise and noise levels are drawn from a generator seeded by the clip's pixels and the step,
+    the RoPE offset is 0 and the scene is always given: a clip gets the same noise whichever rank
+    trains it, so one process and several take the same step on the same global batch. The DiT
+    starts from random weights (its zero init would leave most gradients zero and a comparison
+    of weights proving little). extra["sgd"]: SGD with momentum, linear in the gradient, instead of
+    AdamW (see SGDAutoencoderStage for why).
+    """
+
+    def new_dit(self, init=None, names=()):
+        model = super().new_dit(init, names)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+        return model
+
+    def build_models(self):
+        super().build_models()
+        if self.options.extra.get("sgd"):
+            self.optimizer = torch.optim.SGD(self.network.parameters(), lr=self.lr, momentum=0.9)
+
+    def train_step(self, batch, step):
+        x0 = self.encode(batch)
+        b, f = x0.shape[:2]
+        noise, sigma = [], []
+        for clip in batch["frames"]:
+            g = torch.Generator().manual_seed(int(clip.long().sum()) * 1000 + step)
+            noise.append(torch.randn(x0.shape[1:], generator=g))
+            sigma.append(torch.rand(f, generator=g).clamp(1e-3, 1.0))
+        noise, sigma = torch.stack(noise).to(self.device), torch.stack(sigma).to(self.device)
+        s = sigma[..., None, None, None]
+        x_t = (1 - s) * x0 + s * noise
+        pos = torch.arange(f, device=self.device).repeat(2)
+        v = paired_velocity(self.net, x0, x_t, sigma, batch["actions"].float(), pos, self.mask,
+                            batch["scene"].long(), self.autocast)
+        loss = (v - (noise - x0)).square().mean()
+        return {"loss": loss.detach(), "grad_norm": self.optimize(loss, "teacher")}
+
+
+def save_tiny_autoencoder(directory) -> Path:
+    """A random tiny autoencoder saved as a run (what `--autoencoder` of the latent stages reads)."""
+    cfg = preset("tiny")
+    torch.manual_seed(0)
+    d = Path(directory) / "checkpoint"
+    d.mkdir(parents=True)
+    ckpt.save_config(d, cfg)
+    ckpt.save_weights(d, "autoencoder", Autoencoder(cfg.autoencoder).state_dict())
+    return Path(directory)
 
 
 def make_trainer(opts, info: DistInfo, trainer_cls=Trainer, stage_cls=AutoencoderStage):

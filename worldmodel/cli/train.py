@@ -1,7 +1,7 @@
 """`magworld train <stage>`: run a registered training stage (see worldmodel/train/stages.py).
 
-Several GPUs: `torchrun --nproc-per-node N --no-python magworld train <stage> ...` (global --batch-size
-is split over the processes).
+Several GPUs: `torchrun --nproc_per_node N -m worldmodel.cli train <stage> ...` (global --batch-size
+is split over the processes; `--parallel` picks DDP or FSDP for the trained transformer).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from worldmodel.train.distributed import FSDP_AUTO_MIN_PARAMS, PARALLEL_MODES
 from worldmodel.train.stages import available_stages, load_stage
 
 DEFAULT_PRESET = "doom-small"
@@ -63,6 +64,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=float, default=5.0, metavar="MIN", help="minutes between checkpoints")
     p.add_argument("--checkpoint-every-steps", type=int, default=0, help="also checkpoint every N steps (0: off)")
     p.add_argument("--no-autocast", action="store_true", help="train in float32 on CUDA (default: bf16 autocast)")
+    p.add_argument("--parallel", choices=PARALLEL_MODES, default="auto",
+                   help="under torchrun: ddp replicates the trained transformer, fsdp shards it (weights, gradients, "
+                        "optimizer and EMA; bf16 compute on CUDA); auto: fsdp from "
+                        f"{FSDP_AUTO_MIN_PARAMS // 10**6}M parameters (wan-1.3b), else ddp. "
+                        "The autoencoder stage always uses ddp")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -116,7 +122,7 @@ def run(args) -> int:
             lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema_decay=args.ema_decay,
             warmup_steps=args.warmup_steps, seed=args.seed, resume=args.resume, log_every=args.log_every,
             checkpoint_every_steps=args.checkpoint_every_steps, checkpoint_every_min=args.checkpoint_every,
-            autocast=not args.no_autocast, extra={k: getattr(args, k) for k in args.stage_args},
+            autocast=not args.no_autocast, parallel=args.parallel, extra={k: getattr(args, k) for k in args.stage_args},
         )
         if info.device.type == "cuda":
             import torch

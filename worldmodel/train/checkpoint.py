@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from worldmodel.config import WorldModelConfig
+from worldmodel.train.distributed import load_state
 from worldmodel.train.tree_io import flatten, unflatten
 
 # Deployment limit per shipped weights file (hosting and plugin bundles cap file size).
@@ -256,7 +257,7 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> N
         if unexpected:
             lines.append(f"{len(unexpected)} weights in the checkpoint that the model lacks, e.g. {unexpected[:3]}")
         raise CheckpointError(f"{what} does not fit the model (was it made with another config?):\n  " + "\n  ".join(lines))
-    module.load_state_dict(state)
+    load_state(module, state)  # whole tensors, sharded where the module is (FSDP)
 
 
 def load_module(module: nn.Module, directory: str | Path, name: str) -> nn.Module:

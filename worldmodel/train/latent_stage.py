@@ -76,10 +76,10 @@ class LatentStage(Stage):
     # ---------------------------------------------------------------- services
 
     def train_network(self, name: str, model: CausalDiT, betas=(0.9, 0.99)) -> None:
-        """The stage trains this one network: DDP wrapper, AdamW and EMA, under `name`."""
+        """The stage trains this one network: DDP or FSDP (`--parallel`), AdamW and EMA, under `name`."""
         self.network_name = name
         self.network = model
-        self.net = self.ddp(model)
+        self.net = self.parallel(model)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, betas=betas,
                                            weight_decay=self.options.weight_decay)
         self.ema = EMA(model, decay=self.options.ema_decay)

@@ -13,6 +13,7 @@ import torch
 from worldmodel.config import MemoryConfig
 from worldmodel.memory import KVMemory, make_strategy
 from worldmodel.model import CausalDiT
+from worldmodel.train.distributed import same_on_all_ranks
 
 
 def self_forcing_rollout(
@@ -65,7 +66,8 @@ def self_forcing_rollout(
         pos = torch.arange(pos0 + start, pos0 + start + bf, device=context.device)
         acts = actions[:, start:start + bf]
         view = memory.view()
-        exit_step = int(torch.randint(0, len(sigmas), ()))
+        # rank 0's draw everywhere: under FSDP each generator call is collective
+        exit_step = same_on_all_ranks(int(torch.randint(0, len(sigmas), ())), context.device)
         x = torch.randn(b, bf, *context.shape[2:], device=context.device)
         x0 = x
         for k, s in enumerate(sigmas[: exit_step + 1]):

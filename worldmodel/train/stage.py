@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from worldmodel.config import WorldModelConfig
-from worldmodel.train.distributed import DistInfo, wrap_ddp
+from worldmodel.train.distributed import DistInfo, is_dtensor, wrap_ddp, wrap_parallel
 from worldmodel.train.ema import EMA
 
 
@@ -41,6 +41,7 @@ class TrainOptions:
     checkpoint_every_steps: int = 0  # 0: only by time
     checkpoint_every_min: float = 5.0
     autocast: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    parallel: str = "auto"  # several processes: "ddp", "fsdp", or "auto" (distributed.choose_parallel)
     extra: dict[str, Any] = field(default_factory=dict)  # stage-specific arguments
 
 
@@ -74,7 +75,7 @@ class Stage:
         raise NotImplementedError
 
     def models(self) -> dict[str, nn.Module]:
-        """Modules to checkpoint, unwrapped (not DDP), by name."""
+        """Modules to checkpoint, unwrapped (not DDP; FSDP modules are sharded in place), by name."""
         raise NotImplementedError
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -115,6 +116,11 @@ class Stage:
     def ddp(self, module: nn.Module, **kwargs) -> nn.Module:
         return wrap_ddp(module, self.dist, **kwargs)
 
+    def parallel(self, module: nn.Module) -> nn.Module:
+        """DDP or FSDP by `--parallel` (see distributed.wrap_parallel); before building its optimizer and EMA."""
+        bf16 = self.device.type == "cuda" and self.options.autocast
+        return wrap_parallel(module, self.dist, self.options.parallel, bf16=bf16)
+
     def autocast(self):
         """bf16 autocast on CUDA (when enabled), nothing on CPU. Wrap forward passes, not backward."""
         if self.device.type == "cuda" and self.options.autocast:
@@ -133,4 +139,6 @@ class Stage:
         ema = self.emas().get(name)
         if ema is not None:
             ema.update(self.models()[name])
+        if is_dtensor(norm):  # FSDP: the norm of all shards, the same on every rank
+            norm = norm.full_tensor()
         return norm.detach()

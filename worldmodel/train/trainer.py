@@ -26,7 +26,9 @@ import torch
 
 from worldmodel.config import WorldModelConfig
 from worldmodel.train import checkpoint as ckpt
-from worldmodel.train.distributed import DistInfo, all_reduce_mean, any_rank, barrier, seed_everything
+from worldmodel.train.distributed import (DistInfo, all_reduce_mean, any_rank, barrier, full_state,
+                                          load_optimizer_state, seed_everything)
+from worldmodel.train.ema import ema_weights
 from worldmodel.train.metrics_log import MetricsLogger, Progress
 from worldmodel.train.stage import Stage, TrainOptions
 
@@ -173,7 +175,7 @@ class Trainer:
             ckpt.load_into(module, {k: v.to(self.dist.device) for k, v in shared["models"][name].items()},
                            f"training weights {name!r} in {directory}")
         for name, opt in optimizers.items():
-            opt.load_state_dict(shared["optimizers"][name])
+            load_optimizer_state(opt, shared["optimizers"][name])
         for name, ema in emas.items():
             ema.load_state_dict(shared["emas"][name])
         self.step = int(shared["step"])
@@ -190,14 +192,21 @@ class Trainer:
         self.stage.before_save(final)
         ckpt.restore_rng_state(rng)
         main = self.dist.is_main
+        # Whole tensors of every model, optimizer and EMA, as one process would hold them. Under
+        # FSDP they are gathered shard by shard, every rank taking part; rank 0 keeps them.
+        state = full_state({
+            "models": {k: m.state_dict() for k, m in self.stage.models().items()},
+            "optimizers": {k: o.state_dict() for k, o in self.stage.optimizers().items()},
+            "emas": {k: e.state_dict() for k, e in self.stage.emas().items()},
+        }, keep=main)
         staging = ckpt.staging_path(self.checkpoint_dir)
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
             ckpt.prepare_staging(self.checkpoint_dir)
             ckpt.save_config(staging, self.config)
-            emas = self.stage.emas()
-            for name, module in self.stage.models().items():
-                weights = emas[name].state_dict_for(module) if name in emas else module.state_dict()
+            for name, weights in state["models"].items():
+                if name in state["emas"]:
+                    weights = ema_weights(state["emas"][name], weights)
                 ckpt.save_weights(staging, name, weights)
         barrier()
         shared = None
@@ -207,9 +216,7 @@ class Trainer:
                 "step": self.step,
                 "world_size": self.dist.world_size,
                 "options": _jsonable(dataclasses.asdict(self.options)),
-                "models": {k: m.state_dict() for k, m in self.stage.models().items()},
-                "optimizers": {k: o.state_dict() for k, o in self.stage.optimizers().items()},
-                "emas": {k: e.state_dict() for k, e in self.stage.emas().items()},
+                **state,
             }
         ckpt.save_training_state(staging, shared, {"rng": rng, "data": self.batches.state_dict()}, self.dist.rank)
         barrier()
