@@ -11,6 +11,7 @@ import torch
 
 from conftest import randomize
 from helpers import clip_inputs, tiny_model
+from train_helpers import snapshotting_trainer
 from worldmodel.bundle import WorldModel
 from worldmodel.config import preset
 from worldmodel.memory import KVMemory, make_strategy
@@ -238,13 +239,7 @@ def full_state(stage):
 def test_stage_trains_generator_and_pack_and_resumes_bit_for_bit(runs, tmp_path):
     snapshot = tmp_path / "at_step_2"
 
-    class Snapshotting(Trainer):
-        def save(self, final):
-            super().save(final)
-            if self.step == 2:
-                shutil.copytree(self.checkpoint_dir, snapshot)
-
-    straight = make_trainer(options(runs, tmp_path / "a", checkpoint_every_steps=2), Snapshotting)
+    straight = make_trainer(options(runs, tmp_path / "a", checkpoint_every_steps=2), snapshotting_trainer(2, snapshot))
     straight.run()
     assert straight.step == 3
     stage = straight.stage

@@ -5,11 +5,10 @@ import shutil
 import pytest
 import torch
 
-from train_helpers import make_trainer, options
+from train_helpers import make_trainer, options, snapshotting_trainer
 from worldmodel.train import checkpoint as ckpt
 from worldmodel.train.distributed import DistInfo
 from worldmodel.train.metrics_log import read_metrics
-from worldmodel.train.trainer import Trainer
 
 CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
@@ -26,13 +25,7 @@ def full_state(trainer):
 def test_resume_continues_bit_for_bit(tmp_path):
     snapshot = tmp_path / "at_step_2"
 
-    class Snapshotting(Trainer):
-        def save(self, final):
-            super().save(final)
-            if self.step == 2:
-                shutil.copytree(self.checkpoint_dir, snapshot)
-
-    straight = make_trainer(options(tmp_path / "a", checkpoint_every_steps=2), CPU, Snapshotting)
+    straight = make_trainer(options(tmp_path / "a", checkpoint_every_steps=2), CPU, snapshotting_trainer(2, snapshot))
     straight.run()  # steps 1, 2, checkpoint, step 3
     assert straight.step == 3 and snapshot.is_dir()
 

@@ -97,3 +97,17 @@ def make_trainer(opts, info: DistInfo, trainer_cls=Trainer, stage_cls=Autoencode
                               rank=info.rank, world_size=info.world_size)
 
     return trainer_cls(stage_cls(cfg, opts, info), make_dataset, opts, info, progress=False)
+
+
+def snapshotting_trainer(at_step: int, dest):
+    """A Trainer that also copies its checkpoint to `dest` when it saves at step `at_step` (to
+    resume from that exact point later, beside the uninterrupted run)."""
+    import shutil
+
+    class Snapshotting(Trainer):
+        def save(self, final):
+            super().save(final)
+            if self.step == at_step:
+                shutil.copytree(self.checkpoint_dir, dest)
+
+    return Snapshotting
