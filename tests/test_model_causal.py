@@ -86,3 +86,27 @@ def test_null_prompt_stands_for_the_empty_condition(tiny):
     out_null = model(x, t, a, torch.arange(3), null)
     out_scene = model(x, t, a, torch.arange(3), scene)
     assert (out_null - out_scene).abs().max() > 1e-4
+
+
+def test_a_full_memory_attends_without_a_mask_and_gives_the_same_output(tiny):
+    """KVMemory tells the model, from its host-side slot table, when every attended slot holds
+    data; attention then runs unmasked (the fused kernels) and must give what the mask gives."""
+    from dataclasses import replace
+
+    model = tiny_model(tiny)
+    mem = KVMemory(tiny.model, capacity=6, batch=2)
+    x, t, a = clip_inputs(tiny, frames=3)
+    _, kvs = model(x, torch.zeros_like(t), a, torch.arange(3), return_kv=True)
+    k = torch.stack([kv[0] for kv in kvs])
+    v = torch.stack([kv[1] for kv in kvs])
+    mem.write([0, 1, 2], k, v, [0, 1, 2])
+    partial = mem.view()
+    assert not partial.all_valid  # 3 of 6 slots hold data
+    mem.write([3, 4, 5], k, v, [3, 4, 5])
+    full = mem.view()
+    assert full.all_valid and mem.view([5, 1]).all_valid
+    x2, t2, a2 = clip_inputs(tiny, frames=3)
+    pos = torch.arange(6, 9)
+    fast = model(x2, t2, a2, pos, memory=full)
+    masked = model(x2, t2, a2, pos, memory=replace(full, all_valid=False))
+    torch.testing.assert_close(fast, masked, rtol=1e-5, atol=1e-5)

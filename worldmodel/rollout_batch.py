@@ -46,7 +46,8 @@ def stack_views(views: list[MemoryView]) -> MemoryView:
         ks.append(k)
         vs.append(v)
         valids.append(valid)
-    return MemoryView(torch.cat(ks, 1), torch.cat(vs, 1), torch.cat(valids, 0))
+    all_valid = all(v.all_valid and v.slots == s for v in views)
+    return MemoryView(torch.cat(ks, 1), torch.cat(vs, 1), torch.cat(valids, 0), all_valid=all_valid)
 
 
 @torch.no_grad()

@@ -159,9 +159,11 @@ class KVMemory:
         """What the generator attends to: every slot (None) or the given slot indices, in order.
         Gathering a fixed number of slots keeps shapes static whatever the history length."""
         if slots is None:
-            return MemoryView(self.k, self.v, self.valid)
-        idx = torch.as_tensor(np.asarray(slots, dtype=np.int64), device=self.device)
-        return MemoryView(self.k.index_select(2, idx), self.v.index_select(2, idx), self.valid.index_select(0, idx))
+            return MemoryView(self.k, self.v, self.valid, all_valid=bool((self.frame >= 0).all()))
+        slots = np.asarray(slots, dtype=np.int64)
+        idx = torch.as_tensor(slots, device=self.device)
+        return MemoryView(self.k.index_select(2, idx), self.v.index_select(2, idx), self.valid.index_select(0, idx),
+                          all_valid=bool((self.frame[slots] >= 0).all()))
 
     def state(self) -> dict:
         """A summary for logs and the runtime's `memory` reply."""

@@ -48,13 +48,18 @@ class SelfAttention(nn.Module):
 
     def forward(self, x, cos, sin, mask=None, memory_k=None, memory_v=None, memory_valid=None):
         """x [B, L, dim]. With memory: memory_k/v [B, S*N, H, D] (keys post-RoPE), memory_valid
-        [S*N] or [B, S*N] bool; the L new tokens attend to all of themselves plus valid memory
-        tokens (`mask`, if given, is over the new tokens only). Returns (out [B, L, dim], k, v)."""
+        [S*N] or [B, S*N] bool, or None when every memory token is valid; the L new tokens attend
+        to all of themselves plus valid memory tokens (`mask`, if given, is over the new tokens
+        only). Returns (out [B, L, dim], k, v)."""
         q, k, v = self.qkv(x, cos, sin)
         if memory_k is not None and memory_k.shape[1] > 0:
             keys = torch.cat([memory_k.to(k.dtype), k], dim=1)
             values = torch.cat([memory_v.to(v.dtype), v], dim=1)
+            if memory_valid is None and mask is None:  # nothing to mask: the fused SDPA kernels
+                return self.o(attend(q, keys, values).flatten(2)), k, v
             L = x.shape[1]
+            if memory_valid is None:
+                memory_valid = torch.ones(memory_k.shape[1], dtype=torch.bool, device=x.device)
             valid = memory_valid if memory_valid.dim() == 2 else memory_valid[None]
             mem_mask = valid[:, None, None, :].expand(valid.shape[0], 1, L, valid.shape[1])
             own = torch.ones(1, 1, L, L, dtype=torch.bool, device=x.device) if mask is None else mask.view(1, 1, L, L)

@@ -39,6 +39,9 @@ class MemoryView:
     k: torch.Tensor
     v: torch.Tensor
     valid: torch.Tensor
+    # Known on the host that every slot holds data (KVMemory knows from its slot table, without
+    # reading the device): attention then needs no mask and can take the fused kernels.
+    all_valid: bool = False
 
     @property
     def slots(self) -> int:
@@ -199,7 +202,7 @@ class CausalDiT(nn.Module):
             if memory is not None and memory.slots > 0:
                 mk = memory.k[i].flatten(1, 2)
                 mv = memory.v[i].flatten(1, 2)
-                mvalid = memory.valid.repeat_interleave(n, dim=-1)
+                mvalid = None if memory.all_valid else memory.valid.repeat_interleave(n, dim=-1)
             else:
                 mk = mv = mvalid = None
             tokens, k, v = block(tokens, e6, cos, sin, context, mask, mk, mv, mvalid, f)
