@@ -52,6 +52,7 @@ class ServerOptions:
     insecure: bool = False  # allow a non-loopback bind without CURVE
     curve_secret_key: str | None = None  # certificate file (zmq.auth.create_certificates) of the server
     curve_clients: str | None = None  # folder of authorised client public certificates
+    batch_steps: bool = True  # run the steps of different clients that arrive together as one pass
 
 
 def is_loopback(endpoint: str) -> bool:
@@ -225,7 +226,7 @@ class Server:
                 self._send(envelope, got)
                 continue
             req, key = got
-            if req.op == "step" and self.backend.batches_steps:
+            if req.op == "step" and self.backend.batches_steps and self.opts.batch_steps:
                 try:
                     pending.append((envelope, identity, key, req, self._step_begin(req, identity)))
                 except Exception as e:

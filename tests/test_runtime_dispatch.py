@@ -138,3 +138,12 @@ def test_steps_that_arrive_together_run_as_one_batch_and_match_steps_alone(backe
         assert together.router.sent[b"b"][-1][0]["timings"]["batch"] == 2
         assert together.router.sent[b"d"][-1][0]["status"] == "error"
     assert together.sessions.get(b"c").engine.next_frame == 9
+
+
+def test_batching_can_be_turned_off(backend):
+    srv = Server(backend, ServerOptions(batch_steps=False), log=open("/dev/null", "w"))
+    srv.router = Outbox()
+    for c in (b"a", b"b"):
+        srv.handle(c, [json.dumps({"op": "reset"}).encode()])
+    srv._serve_messages([[c, json.dumps(STEP).encode()] for c in (b"a", b"b")])
+    assert [srv.router.sent[c][-1][0]["timings"]["batch"] for c in (b"a", b"b")] == [1, 1]

@@ -38,6 +38,8 @@ def register(sub):
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without CURVE")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-warmup", action="store_true", help="skip the warm-up block before serving")
+    p.add_argument("--no-batching", action="store_true",
+                   help="step each client's session alone, even when several steps arrive together")
     p.set_defaults(func=run)
 
 
@@ -72,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         bind=args.bind, pub=args.pub, max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout,
         max_capacity=args.max_capacity, max_observe_blocks=args.max_observe_blocks,
         max_message_bytes=args.max_message_bytes, insecure=args.insecure,
-        curve_secret_key=args.curve_secret_key, curve_clients=args.curve_clients,
+        curve_secret_key=args.curve_secret_key, curve_clients=args.curve_clients, batch_steps=not args.no_batching,
     )
     try:
         check_endpoints(opts)  # before the model loads: fail fast
