@@ -55,6 +55,9 @@ class MemoryWrite(nn.Module):
             raise ValueError("a memory write graph needs at least one kept frame (strategy 'none' writes nothing)")
         self.writer = writer
         self.keep = list(keep)
+        # A device-resident index: indexing with a Python list would copy it host-to-device on
+        # every call, which a CUDA-graph capture does not allow.
+        self.register_buffer("keep_index", torch.as_tensor(self.keep, dtype=torch.long), persistent=False)
 
     def forward(self, x0, actions, frame_pos, memory_k, memory_v, memory_valid):
         b, f = x0.shape[:2]
@@ -63,8 +66,8 @@ class MemoryWrite(nn.Module):
             x0, t0, actions, frame_pos, None, memory=MemoryView(memory_k, memory_v, memory_valid), return_kv=True,
             validate=False,
         )
-        k = torch.stack([k[:, self.keep] for k, _ in kvs])
-        v = torch.stack([v[:, self.keep] for _, v in kvs])
+        k = torch.stack([k.index_select(1, self.keep_index) for k, _ in kvs])
+        v = torch.stack([v.index_select(1, self.keep_index) for _, v in kvs])
         return k, v
 
 
