@@ -322,3 +322,17 @@ def test_export_refuses_memorypack_and_says_what_to_do(tiny):
     tiny.memory.strategy = "memorypack"
     with pytest.raises(ExportError, match="torch backend"):
         MemoryLayout.of(tiny, has_memory_model=False)
+
+
+def test_the_torch_backend_serves_memorypack_and_counts_the_state_as_held(memorypack_checkpoint):
+    from runtime.backends import load_backend
+
+    session = load_backend("torch", memorypack_checkpoint, "cpu").new_session(seed=0)
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, (3, 4)).astype(np.float32)
+    frames = session.step(actions, None, None)
+    assert frames.shape[0] == 3 and frames.dtype == np.uint8
+    state = session.memory_state()
+    mem = session.rollout.memory
+    assert state["strategy"] == "memorypack" and state["pack_bytes"] == session.rollout.pack_bytes() > 0
+    assert state["bytes_held"] == mem.num_used * mem.bytes_per_slot + state["pack_bytes"]

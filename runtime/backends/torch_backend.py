@@ -51,6 +51,10 @@ class TorchSession(EngineSession):
         full_per_frame = mem.bytes_per_slot  # a full (uncompressed) cache stores every frame
         state["full_cache_bytes"] = self.rollout.next_frame * full_per_frame
         state["strategy"] = self.rollout.strategy.name
+        pack = self.rollout.pack_bytes()  # MemoryPack's long-term state ψ (0 for other strategies)
+        if pack:
+            state["pack_bytes"] = pack
+            state["bytes_held"] += pack
         state["slots"] = [
             {"slot": int(s), "frame": int(mem.frame[s]), "pose": mem.pose[0, s].tolist()} for s in mem.used_slots()
         ]
