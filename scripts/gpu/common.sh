@@ -1,8 +1,12 @@
 # Sourced by the GPU session scripts: installs the carried wheels and sets up paths.
 # Usage on the device machine (repo root):  bash scripts/gpu/<session>.sh
+# DRY_RUN=1 bash scripts/gpu/<session>.sh checks every magworld command line of a script against
+# the CLI without running it (tests/test_gpu_scripts.py does, so no GPU minute is lost to a typo).
 set -euo pipefail
 export PYTHONUNBUFFERED=1
-if [ -d .whl ] && [ -z "${SKIP_WHEELS:-}" ]; then
+if [ -n "${DRY_RUN:-}" ]; then
+  export PYTHONPATH=$PWD
+elif [ -d .whl ] && [ -z "${SKIP_WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   # ViZDoom travels as its wheel's files, xz-compressed without the example scenarios (22 MB
   # instead of the 39 MB wheel), so that it fits beside the shipped checkpoints.
@@ -12,16 +16,18 @@ else
   export PYTHONPATH=$PWD
 fi
 OUT=${OUT:-/tmp/out}
-RUNS=/tmp/runs
-DATA=/tmp/data
+RUNS=${RUNS:-/tmp/runs}
+DATA=${DATA:-/tmp/data}
 mkdir -p "$OUT" "$RUNS"
-MW="python3 -m worldmodel.cli"
+PY=${PYTHON:-python3}
+MW="$PY -m worldmodel.cli"
+[ -n "${DRY_RUN:-}" ] && MW="$PY scripts/gpu/check_args.py"
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
 # minutes left before a deadline given in seconds since the start, minus a margin
 minutes_until() { python3 -c "print(max(0.5, ($1 - $(elapsed) - ${2:-0}) / 60))"; }
 log() { echo "[$(elapsed)s] $*"; }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+[ -z "${DRY_RUN:-}" ] && { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true; }
 
 record_data() {
   # The same seed every session: the data set is regenerated identically on each fresh machine.
@@ -39,7 +45,8 @@ record_data() {
 bring_back() {
   # bring_back NAME RUN_DIR...: EMA weights (bf16), config and metrics of each run, as one tar in $OUT
   local name=$1; shift
-  python3 scripts/gpu/collect.py "$OUT/$name.tar" "$@"
+  [ -n "${DRY_RUN:-}" ] && { log "dry run: would bring back $name"; return 0; }
+  $PY scripts/gpu/collect.py "$OUT/$name.tar" "$@"
 }
 
 # T CMD...: run CMD but stop it at ${STOP_AT:-520} s after the start, so that what was made still

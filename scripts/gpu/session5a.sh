@@ -9,7 +9,7 @@ source scripts/gpu/common.sh
 set +e  # one failed step must not lose the rest: each long step is bounded by T
 ODE=runs/s3/ode
 TEACHER=checkpoints/doom-cpu-teacher
-EVAL=/tmp/evals; mkdir -p $EVAL
+EVAL=${EVAL:-/tmp/evals}; mkdir -p $EVAL
 NO_REVISIT=1 record_data 150000
 
 log "bench generate: eager and CUDA graphs"

@@ -6,7 +6,7 @@
 source scripts/gpu/common.sh
 set +e  # one failed step must not lose the rest: each long step is bounded by T
 ODE=runs/s3/ode
-EVAL=/tmp/evals; mkdir -p $EVAL
+EVAL=${EVAL:-/tmp/evals}; mkdir -p $EVAL
 record_data 150000
 COMMON="--preset doom-cpu --data $DATA --autoencoder checkpoints/doom-cpu --no-progress --log-every 25 --max-steps 100000"
 
