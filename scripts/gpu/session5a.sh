@@ -7,7 +7,8 @@
 # carried, checkpoints/doom-small left behind (64 MiB limit):  bash scripts/gpu/session5a.sh
 source scripts/gpu/common.sh
 set +e  # one failed step must not lose the rest: each long step is bounded by T
-ODE=runs/s3/ode
+ODE=${ODE:-runs/s3/ode}  # session 3's ode-init generator (git-ignored: carry it)
+[ -n "${DRY_RUN:-}" ] || [ -f "$ODE/checkpoint/config.json" ] || { echo "missing $ODE: carry it (see the header)"; exit 2; }
 TEACHER=checkpoints/doom-cpu-teacher
 EVAL=${EVAL:-/tmp/evals}; mkdir -p $EVAL
 NO_REVISIT=1 record_data 150000

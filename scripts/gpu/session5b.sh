@@ -5,7 +5,8 @@
 # Carry .whl and runs/s3/ode; leave checkpoints/doom-small behind.  bash scripts/gpu/session5b.sh
 source scripts/gpu/common.sh
 set +e  # one failed step must not lose the rest: each long step is bounded by T
-ODE=runs/s3/ode
+ODE=${ODE:-runs/s3/ode}  # session 3's ode-init generator (git-ignored: carry it)
+[ -n "${DRY_RUN:-}" ] || [ -f "$ODE/checkpoint/config.json" ] || { echo "missing $ODE: carry it (see the header)"; exit 2; }
 EVAL=${EVAL:-/tmp/evals}; mkdir -p $EVAL
 record_data 150000
 COMMON="--preset doom-cpu --data $DATA --autoencoder checkpoints/doom-cpu --no-progress --log-every 25 --max-steps 100000"
