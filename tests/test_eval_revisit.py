@@ -41,3 +41,34 @@ def test_strategies_hold_the_kv_bytes_their_policy_says(case):
     assert table["copy-last"]["revisit_frames"] == 2
     with pytest.raises(ValueError, match="unknown strategy"):
         revisit_benchmark(model, [case], ["lru"], max_cases=1, progress=False)
+
+
+def test_the_retrieval_ablations_attend_to_what_they_say(monkeypatch):
+    """'mag (recent only)' asks the strategy without a pose (so it takes the newest slots);
+    'mag (all slots)' gets an attention budget as large as the memory."""
+    from worldmodel.memory.mag import MagMemory
+
+    seen = []
+    real = MagMemory.attend_slots
+
+    def spy(self, memory, pose=None):
+        seen.append((self.cfg.attention_budget, pose is None))
+        return real(self, memory, pose)
+
+    monkeypatch.setattr(MagMemory, "attend_slots", spy)
+    rng = np.random.default_rng(1)
+    n, m = 60, 45  # 15 memorised blocks: more slots than the tiny preset's attention budget
+    frames = rng.integers(0, 255, (n, 24, 32, 3), dtype=np.uint8)
+    poses = np.zeros((n, 5), np.float32)
+    poses[:, 3] = np.arange(n) * 6.0
+    case = RevisitCase("c1", "freedoom2.wad:MAP07", -1, "look-around", m, [(57, 3)], frames,
+                       np.zeros((n, 4), np.float32), poses)
+    model = WorldModel.random(preset("tiny"))
+    budget = model.config.memory.attention_budget
+    for name, want_budget, want_no_pose in [("mag", budget, False), ("mag (recent only)", budget, True)]:
+        seen.clear()
+        revisit_benchmark(model, [case], [name], max_cases=1, progress=False)
+        assert {s for s in seen} == {(want_budget, want_no_pose)}, name
+    seen.clear()
+    revisit_benchmark(model, [case], ["mag (all slots)"], max_cases=1, progress=False)
+    assert all(b >= n for b, _ in seen)

@@ -61,6 +61,9 @@ class Rollout:
         device = next(generator.parameters()).device
         self.memory = KVMemory(self.cfg, capacity or memory.capacity_frames, batch, dtype, device)
         self.next_frame = 0
+        # Pose-indexed retrieval when the strategy has it (`mag`); False attends to the newest
+        # slots only (an ablation: `magworld eval revisit --strategies "mag (recent only)"`).
+        self.retrieval = True
 
     @property
     def device(self) -> torch.device:
@@ -102,7 +105,7 @@ class Rollout:
                 generator=generator, device=self.device,
             )
         pos = self._positions()
-        view = self.memory.view(self.strategy.attend_slots(self.memory, self._query_pose(poses)))
+        view = self.memory.view(self.strategy.attend_slots(self.memory, self._query_pose(poses) if self.retrieval else None))
         prompt, state = self._context(self.generator.prompt_for_scenes(scene, b))
         rope = self.generator.rope_tables(pos)  # shared by every step of the block
 
@@ -129,7 +132,7 @@ class Rollout:
         if not torch.isfinite(latents).all():
             raise ValueError("observed latents contain NaN or infinite values")
         pos = self._positions()
-        view = self.memory.view(self.strategy.attend_slots(self.memory, self._query_pose(poses)))
+        view = self.memory.view(self.strategy.attend_slots(self.memory, self._query_pose(poses) if self.retrieval else None))
         context = state = None
         if self.semantic_pack is not None:
             context, state = self._context(self.generator.prompt_for_scenes(scene, self.batch))

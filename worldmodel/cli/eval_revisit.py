@@ -17,7 +17,8 @@ def register(sub):
     p.add_argument("--checkpoint", required=True, type=Path)
     p.add_argument("--bench", required=True, type=Path, help="revisit benchmark directory (magworld data revisit-bench)")
     p.add_argument("--strategies", default="none,window,full,mag w/o stage 1,mag",
-                   help="comma-separated: none, window, full, 'mag w/o stage 1', mag, memorypack")
+                   help="comma-separated: none, window, full, 'mag w/o stage 1', mag, memorypack, and the ablations "
+                   "'mag (recent only)' (no pose retrieval), 'mag (all slots)' (no attention budget)")
     p.add_argument("--memorypack", type=Path, default=None, metavar="CKPT",
                    help="a MemoryPack checkpoint (magworld train memorypack + train package): adds the memorypack "
                    "row, run with that checkpoint's own generator and SemanticPack")

@@ -17,6 +17,7 @@ memory held is the window's K/V plus the state ψ.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable
 
 import numpy as np
@@ -42,8 +43,10 @@ def _best(frame: np.ndarray, candidates: np.ndarray) -> tuple[float, float]:
 
 @torch.no_grad()
 def run_case(model: WorldModel, case: RevisitCase, strategy: str, memory_model: bool = True,
-             seed: int = 0, align: int = 2) -> dict:
-    """Generate the return segment of one case under one memory strategy; score its revisits."""
+             seed: int = 0, align: int = 2, retrieval: bool = True, attend_all: bool = False) -> dict:
+    """Generate the return segment of one case under one memory strategy; score its revisits.
+    retrieval=False: attend to the newest slots only; attend_all: an attention budget as large as
+    the memory (nothing to choose)."""
     bf = model.config.model.block_frames
     m = (case.memorize_frames // bf) * bf  # memory is written in whole blocks
     n = m + ((len(case.frames) - m) // bf) * bf
@@ -52,7 +55,8 @@ def run_case(model: WorldModel, case: RevisitCase, strategy: str, memory_model: 
     poses = torch.from_numpy(np.asarray(case.poses[:n], np.float32))
     blocks = n // bf
     capacity = max(blocks * bf, model.config.memory.capacity_frames)
-    roll = model.rollout(strategy, capacity=capacity)
+    roll = model.rollout(strategy, capacity=capacity, attention_budget=capacity if attend_all else None)
+    roll.retrieval = retrieval
     if not memory_model:
         roll.memory_model = roll.generator  # "w/o stage 1": the generator's own last-frame K/V
     gen = torch.Generator(device=model.device).manual_seed(seed)
@@ -83,13 +87,25 @@ def run_case(model: WorldModel, case: RevisitCase, strategy: str, memory_model: 
             "full_cache_bytes": n * roll.memory.bytes_per_slot}
 
 
+@dataclass(frozen=True)
+class Row:
+    """One row of the table: a memory strategy and how it is run."""
+
+    strategy: str
+    memory_model: bool = True  # False: the generator writes `mag`'s slots ("w/o stage 1")
+    retrieval: bool = True  # False: attend to the newest slots only
+    attend_all: bool = False  # attend to every held slot (no budget, nothing to choose)
+
+
 STRATEGIES = {
-    "none": ("none", True),
-    "window": ("window", True),
-    "full": ("full", True),
-    "mag w/o stage 1": ("mag", False),
-    "mag": ("mag", True),
-    "memorypack": ("memorypack", True),
+    "none": Row("none"),
+    "window": Row("window"),
+    "full": Row("full"),
+    "mag w/o stage 1": Row("mag", memory_model=False),
+    "mag": Row("mag"),
+    "mag (recent only)": Row("mag", retrieval=False),  # ablation: no pose-indexed retrieval
+    "mag (all slots)": Row("mag", attend_all=True),  # ablation: no attention budget
+    "memorypack": Row("memorypack"),
 }
 
 
@@ -104,13 +120,14 @@ def revisit_benchmark(model: WorldModel, cases: Iterable[RevisitCase], strategie
     for name in strategies:
         if name not in STRATEGIES:
             raise ValueError(f"unknown strategy {name!r}; choose from {sorted(STRATEGIES)}")
-        strategy, use_mm = STRATEGIES[name]
+        row = STRATEGIES[name]
         runs = memorypack if name == "memorypack" and memorypack is not None else model
         if name == "memorypack" and runs.semantic_pack is None:
             raise ValueError("the memorypack row needs a MemoryPack checkpoint (with semantic_pack.safetensors): "
                              "pass one with --memorypack CKPT, made by `magworld train memorypack` + `train package`")
         for case in tqdm(cases, desc=name, disable=not progress):
-            per[name].append(run_case(runs, case, strategy, use_mm, seed))
+            per[name].append(run_case(runs, case, row.strategy, row.memory_model, seed, retrieval=row.retrieval,
+                                      attend_all=row.attend_all))
     table = {}
     for name, results in per.items():
         rows = [r for res in results for r in res["rows"]]
