@@ -105,7 +105,7 @@ class Rollout:
                 generator=generator, device=self.device,
             )
         pos = self._positions()
-        view = self.memory.view(self.strategy.attend_slots(self.memory, self._query_pose(poses) if self.retrieval else None))
+        view = self._view(poses)
         prompt, state = self._context(self.generator.prompt_for_scenes(scene, b))
         rope = self.generator.rope_tables(pos)  # shared by every step of the block
 
@@ -132,7 +132,7 @@ class Rollout:
         if not torch.isfinite(latents).all():
             raise ValueError("observed latents contain NaN or infinite values")
         pos = self._positions()
-        view = self.memory.view(self.strategy.attend_slots(self.memory, self._query_pose(poses) if self.retrieval else None))
+        view = self._view(poses)
         context = state = None
         if self.semantic_pack is not None:
             context, state = self._context(self.generator.prompt_for_scenes(scene, self.batch))
@@ -163,6 +163,11 @@ class Rollout:
         if self.semantic_pack is not None:
             self.pack_state = self.semantic_pack.update(state, x0)
         self.next_frame += self.cfg.block_frames
+
+    def _view(self, poses):
+        """The memory the next block attends to (the strategy's choice, by the block's pose)."""
+        query = self._query_pose(poses) if self.retrieval else None
+        return self.memory.view(self.strategy.attend_slots(self.memory, query))
 
     def _positions(self) -> torch.Tensor:
         return torch.arange(self.next_frame, self.next_frame + self.cfg.block_frames, device=self.device)
