@@ -178,8 +178,9 @@ def export_graph(module: torch.nn.Module, inputs: dict, outputs: list[str], path
     onnx.checker.check_model(str(path), full_check=True)
 
 
-def save_prompts(model, directory: Path) -> str | None:
-    """The prompt tables the host looks up for the `prompt` input (float32)."""
+def prompt_tables(model) -> dict[str, torch.Tensor]:
+    """The prompt tables the host looks up for the `prompt` input (float32), by
+    `<network>.null` / `<network>.scenes` (graph_session.GraphSession._prompt reads them)."""
     tables = {}
     for name, net in (("generator", model.generator), ("memory_model", model.memory_model)):
         if net is None or not net.cfg.cross_attention:
@@ -187,6 +188,12 @@ def save_prompts(model, directory: Path) -> str | None:
         tables[f"{name}.null"] = net.null_prompt.detach().float().contiguous()
         if net.scene_prompts is not None:
             tables[f"{name}.scenes"] = net.scene_prompts.detach().float().contiguous()
+    return tables
+
+
+def save_prompts(model, directory: Path) -> str | None:
+    """Write prompt_tables(model) beside the graphs; returns the file name (None: no tables)."""
+    tables = prompt_tables(model)
     if not tables:
         return None
     save_file(tables, str(directory / PROMPTS_FILE))

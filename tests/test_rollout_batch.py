@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import export_helpers
 from worldmodel.bundle import WorldModel
 from worldmodel.config import preset
 from worldmodel.rollout_batch import batch_key, generate_together
@@ -14,14 +15,10 @@ def model():
     return WorldModel.random(preset("tiny"), seed=0)
 
 
-def random_block(rng, bf=3):
-    from worldmodel.actions import ACTION_HIGH, ACTION_LOW, POSE_DIM
-
-    actions = (ACTION_LOW + (ACTION_HIGH - ACTION_LOW) * rng.random((1, bf, len(ACTION_LOW)))).astype(np.float32)
-    poses = np.zeros((1, bf, POSE_DIM), np.float32)
-    poses[..., :2] = rng.normal(size=(1, bf, 2)) * 300
-    poses[..., 3] = rng.uniform(0, 360, (1, bf))
-    return torch.from_numpy(actions), torch.from_numpy(poses)
+def random_block(rng):
+    """export_helpers.random_block as batch-1 tensors: actions [1, 3, A], poses [1, 3, P]."""
+    actions, poses = export_helpers.random_block(rng)
+    return torch.from_numpy(actions[None]), torch.from_numpy(poses[None])
 
 
 def assert_same_memory(a, b):

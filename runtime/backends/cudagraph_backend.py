@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from export.onnx_export import OUTPUTS, MemoryLayout, build_wrappers, example_inputs, parse_precision
+from export.onnx_export import OUTPUTS, MemoryLayout, build_wrappers, example_inputs, parse_precision, prompt_tables
 from runtime.backends.base import Backend
 from runtime.backends.graph_session import GraphSession
 from worldmodel.bundle import WorldModel
@@ -108,18 +108,6 @@ class WithoutPrompt(nn.Module):
         return self.step(x_t, sigma, actions, frame_pos, None, memory_k, memory_v, memory_valid)
 
 
-def prompt_tables(model: WorldModel, device: torch.device) -> dict[str, torch.Tensor]:
-    """The prompt tables the host looks up for the `prompt` input (as export's prompts file)."""
-    tables = {}
-    for name, net in (("generator", model.generator), ("memory_model", model.memory_model)):
-        if net is None or not net.cfg.cross_attention:
-            continue
-        tables[f"{name}.null"] = net.null_prompt.detach().float()
-        if net.scene_prompts is not None:
-            tables[f"{name}.scenes"] = net.scene_prompts.detach().float()
-    return {k: v.to(device) for k, v in tables.items()}
-
-
 class CudaGraphBackend(Backend):
     """`checkpoint`: a checkpoint directory. precision: bf16 (default on CUDA), fp16 or fp32
     (default on CPU). Graphs are planned per memory layout (strategy, attended slots, kept
@@ -141,7 +129,7 @@ class CudaGraphBackend(Backend):
         for net in self.model.modules():
             net.to(device=dev, dtype=self.dtype).eval()
         self.device = dev
-        self.prompts = prompt_tables(self.model, dev)
+        self.prompts = {k: v.to(dev) for k, v in prompt_tables(self.model).items()}
         self.plans: dict[tuple, tuple[dict, TorchGraphRunner]] = {}
         self.manifest, self.runner = self.plan()
 
