@@ -56,3 +56,17 @@ def test_mismatched_inputs_are_refused():
         psnr(images(), images(shape=(2, 3, 24, 30)))
     with pytest.raises(TypeError, match="uint8"):
         ssim(images(), (images() * 255).to(torch.uint8))
+
+
+def test_sharpness_is_zero_for_flat_images_and_falls_with_blur():
+    from worldmodel.metrics import sharpness
+    import torch.nn.functional as F
+
+    flat = torch.full((2, 3, 24, 32), 0.4)
+    assert torch.allclose(sharpness(flat), torch.zeros(2, dtype=torch.float64))
+    x = images()
+    blurred = F.avg_pool2d(x, 3, stride=1, padding=1)
+    assert (sharpness(blurred) < 0.5 * sharpness(x)).all()
+    # uint8 and float inputs are on one scale
+    u = (x * 255).round().to(torch.uint8)
+    assert torch.allclose(sharpness(u), sharpness(u.float() / 255), rtol=1e-6)
