@@ -1,6 +1,6 @@
 """Typed configuration: every size in the project comes from one of these dataclasses.
 
-A preset (`tiny`, `doom-cpu`, `doom-small`, `wan-1.3b`) is a `WorldModelConfig`; command lines
+A preset (`tiny`, `doom-cpu`, `doom-small`, `doom-gpu`, `wan-1.3b`) is a `WorldModelConfig`; command lines
 override fields with `section.field=value` (see `apply_overrides`).
 """
 
@@ -55,6 +55,14 @@ class ModelConfig:
     # Prompt / scene condition through cross-attention; `num_scenes` > 0 adds a learned table of
     # scene prompts (e.g. one per map), and a learned null prompt always stands for "empty".
     cross_attention: bool = True
+    # Action conditioning. The action always reaches the time embedding (adaLN). `action_tokens`
+    # also adds a per-block projection of it to every token of its frame: a direct path that
+    # makes the model follow the keys within the first thousand steps (adaLN alone learns it far
+    # later; DESIGN.md, "Why the model ignores the keys"). `action_zero_init` starts the action
+    # layers at zero, so that a converted text-to-video checkpoint behaves as the original until
+    # fine-tuned; from scratch it slows action learning, so only wan-1.3b sets it.
+    action_tokens: bool = False
+    action_zero_init: bool = False
     text_dim: int = 64
     text_tokens: int = 4
     num_scenes: int = 0
@@ -174,7 +182,7 @@ def _preset_tiny() -> WorldModelConfig:
         ),
         model=ModelConfig(
             latent_channels=4, latent_height=3, latent_width=4, dim=32, heads=2, layers=2, ffn_dim=64,
-            freq_dim=32, text_dim=16, text_tokens=2, num_scenes=4,
+            freq_dim=32, text_dim=16, text_tokens=2, num_scenes=4, action_tokens=True,
         ),
         sampler=SamplerConfig(teacher_steps=4),
         memory=MemoryConfig(capacity_frames=24, window_frames=6, sink_frames=3, attention_budget=12),
@@ -187,9 +195,24 @@ def _preset_doom_cpu() -> WorldModelConfig:
         autoencoder=AutoencoderConfig(latent_channels=8, base_channels=32, max_channels=128),
         model=ModelConfig(
             latent_channels=8, latent_height=15, latent_width=20, patch=(1, 3, 2), dim=192, heads=3,
-            layers=6, ffn_dim=768, num_scenes=64,
+            layers=6, ffn_dim=768, num_scenes=64, action_tokens=True,
         ),
         memory=MemoryConfig(capacity_frames=48, attention_budget=12),
+    )
+
+
+def _preset_doom_gpu() -> WorldModelConfig:
+    # The GPU default: twice doom-cpu (8.6M parameters) at the same 50 tokens per frame (patch
+    # 3x2 over the 15x20 latent), sized so that its generator and memory model (17 MB each in
+    # bf16) ship in git beside doom-cpu within the repository's 60 MB for checkpoints.
+    return WorldModelConfig(
+        name="doom-gpu",
+        autoencoder=AutoencoderConfig(latent_channels=8, base_channels=32, max_channels=128),
+        model=ModelConfig(
+            latent_channels=8, latent_height=15, latent_width=20, patch=(1, 3, 2), dim=256, heads=4,
+            layers=7, ffn_dim=1024, num_scenes=64, action_tokens=True,
+        ),
+        memory=MemoryConfig(capacity_frames=96, attention_budget=24),
     )
 
 
@@ -214,6 +237,7 @@ def _preset_wan_1_3b() -> WorldModelConfig:
         model=ModelConfig(
             latent_channels=16, latent_height=60, latent_width=104, patch=(1, 2, 2), dim=1536, heads=12,
             layers=30, ffn_dim=8960, freq_dim=256, text_dim=4096, text_tokens=512, num_scenes=0,
+            action_tokens=True, action_zero_init=True,
         ),
         memory=MemoryConfig(capacity_frames=21, window_frames=12, sink_frames=3, attention_budget=21),
     )
@@ -223,6 +247,7 @@ PRESETS = {
     "tiny": _preset_tiny,
     "doom-cpu": _preset_doom_cpu,
     "doom-small": _preset_doom_small,
+    "doom-gpu": _preset_doom_gpu,
     "wan-1.3b": _preset_wan_1_3b,
 }
 

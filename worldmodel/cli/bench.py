@@ -6,14 +6,14 @@ Speed is shown here, never by timed tests.
 
 from worldmodel.cli.common import register_group
 
-BENCH_MODULES = ["worldmodel.bench_generate", "worldmodel.data.bench_record", "runtime.bench_serve"]
+BENCH_MODULES = ["worldmodel.bench_generate", "worldmodel.bench_train", "worldmodel.data.bench_record", "runtime.bench_serve"]
 
 
 def register(sub):
     register_group(
         sub,
         "bench",
-        help="measure speed: generator loop, recorder, server",
+        help="measure speed: generator loop, training steps, recorder, server",
         description="Benchmarks. Each prints a table and names the machine it ran on.",
         modules=BENCH_MODULES,
     )

@@ -1,4 +1,4 @@
-"""`magworld data record | check | revisit-bench`: make, validate and benchmark datasets."""
+"""`magworld data record | check | encode | revisit-bench`: make, validate, encode and benchmark datasets."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ def register(sub):
     inner.required = True
     _register_record(inner)
     _register_check(inner)
+    _register_encode(inner)
     _register_revisit(inner)
 
 
@@ -104,6 +105,35 @@ def _check(args) -> int:
         print(f"{args.dir}: INVALID ({len(problems)} problem(s))", file=sys.stderr)
         return 1
     print(f"{args.dir}: ok, {summary['shards']} shards, {summary['episodes']} episodes, {summary['frames']} frames")
+    return 0
+
+
+def _register_encode(inner):
+    p = inner.add_parser("encode", help="encode a dataset's frames once into its latent cache (DATA/latents/)",
+                         description="Encode every frame with an autoencoder and keep the latents beside the dataset "
+                         "(DATA/latents/<autoencoder hash>/), for the training stages over latents. Nothing is done "
+                         "when the cache is current; a changed autoencoder or dataset gets a new one.")
+    p.add_argument("--data", required=True, help="dataset directory")
+    p.add_argument("--autoencoder", required=True, help="run or checkpoint directory of the autoencoder")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda when available")
+    p.add_argument("--batch-frames", type=int, default=1024, help="frames per encoder pass (default 1024)")
+    p.set_defaults(func=_encode)
+
+
+def _encode(args) -> int:
+    import time
+
+    import torch
+
+    from worldmodel.data import latent_cache
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    t0 = time.monotonic()
+    fresh = latent_cache.is_current(args.data, args.autoencoder)
+    out = latent_cache.build(args.data, args.autoencoder, device, batch_frames=args.batch_frames)
+    shape = latent_cache.load(args.data, args.autoencoder)[0].shape
+    what = "already current" if fresh else f"encoded in {time.monotonic() - t0:.1f} s on {device}"
+    print(f"{out}: {shape[0]} frames of latents {list(shape[1:])}, {what}")
     return 0
 
 

@@ -88,8 +88,19 @@ def resolve_config(args):
     return apply_overrides(base, args.overrides)
 
 
-def dataset_factory(data: str, split: str, config, info):
-    """make_dataset(clip_frames, seed) for this process's rank."""
+def latent_cache_of(args, info) -> str | None:
+    """The autoencoder whose latent cache a latent stage trains from, or None (frames, encoded per batch)."""
+    choice = getattr(args, "latent_cache", None)
+    if choice is None or choice == "off" or args.data == SYNTHETIC:
+        return None
+    if choice == "auto" and info.device.type != "cuda":
+        return None
+    return args.autoencoder
+
+
+def dataset_factory(data: str, split: str, config, info, latent_autoencoder: str | None = None):
+    """make_dataset(clip_frames, seed) for this process's rank; with `latent_autoencoder`, clips of
+    the dataset's latent cache for that autoencoder (built first, by rank 0, if missing or stale)."""
     if data == SYNTHETIC:
         from worldmodel.train.synthetic import SyntheticClips
 
@@ -100,6 +111,18 @@ def dataset_factory(data: str, split: str, config, info):
         )
     if not Path(data).is_dir():
         raise SystemExit(f"magworld train: --data {data} is not a directory (record one with `magworld data`)")
+    if latent_autoencoder is not None:
+        from worldmodel.data import latent_cache
+        from worldmodel.data.latent_clips import LatentClips
+        from worldmodel.train.distributed import barrier
+
+        if info.is_main:
+            latent_cache.build(data, latent_autoencoder, info.device)
+        barrier()
+        return lambda clip_frames, seed: LatentClips(
+            data, latent_autoencoder, clip_frames, block_frames=config.model.block_frames, split=split,
+            rank=info.rank, world_size=info.world_size, seed=seed, device=info.device,
+        )
     from worldmodel.data.dataset import ClipDataset
 
     return lambda clip_frames, seed: ClipDataset(
@@ -130,7 +153,7 @@ def run(args) -> int:
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 parts (norms, losses) on tensor cores
             torch.backends.cudnn.allow_tf32 = True
         stage = load_stage(args.stage_name)(config, options, info)
-        make_dataset = dataset_factory(args.data, args.split, config, info)
+        make_dataset = dataset_factory(args.data, args.split, config, info, latent_cache_of(args, info))
         Trainer(stage, make_dataset, options, info, start_time=start, progress=not args.no_progress).run()
         if info.is_main:
             from worldmodel.machine import describe

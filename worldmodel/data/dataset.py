@@ -29,6 +29,23 @@ from worldmodel.data.splits import split_of
 SPLITS = (None, "train", "heldout")
 
 
+def episodes_of(root: Path, split: str | None, min_frames: int) -> list[Episode]:
+    """The episodes of `split` (None: all) that are at least `min_frames` long, in shard order."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} must be one of {SPLITS}")
+    out = []
+    for shard in list_shards(root):
+        for ep in read_shard_index(shard):
+            if ep.length < min_frames:
+                continue
+            if split is not None and (ep.info.get("split") or split_of(ep.info.get("map", ""))) != split:
+                continue
+            out.append(ep)
+    if not out:
+        raise ValueError(f"{root}: no episode of split {split!r} is at least {min_frames} frames long")
+    return out
+
+
 class ClipDataset(IterableDataset):
     def __init__(self, root, clip_frames: int, block_frames: int = 3, split: str | None = None,
                  rank: int = 0, world_size: int = 1, seed: int = 0):
@@ -43,16 +60,7 @@ class ClipDataset(IterableDataset):
             raise FileNotFoundError(f"no dataset at {self.root}: expected {self.root / 'dataset.json'} "
                                     "(record one with `magworld data record`, format in docs/dataset.md)")
         self.split, self.rank, self.world, self.seed = split, rank, world_size, seed
-        self.episodes: list[Episode] = []
-        for shard in list_shards(self.root):
-            for ep in read_shard_index(shard):
-                if ep.length < clip_frames:
-                    continue
-                if split is not None and (ep.info.get("split") or split_of(ep.info.get("map", ""))) != split:
-                    continue
-                self.episodes.append(ep)
-        if not self.episodes:
-            raise ValueError(f"{self.root}: no episode of split {split!r} is at least {clip_frames} frames long")
+        self.episodes = episodes_of(self.root, split, clip_frames)
         self.epoch = 0
         self.skip = 0
 
@@ -76,6 +84,9 @@ class ClipDataset(IterableDataset):
         return {"seed": self.seed, "epoch": self.epoch, "skip": self.skip}
 
     def load_state_dict(self, state: dict) -> None:
+        if state.get("kind") == "latent-clips":
+            raise ValueError("this checkpoint's data position is of the latent cache, not of the frame dataset: "
+                             "resume with the same --latent-cache setting it was trained with")
         if state.get("seed", self.seed) != self.seed:
             raise ValueError(f"state was saved with seed {state['seed']}, this dataset has seed {self.seed}")
         self.epoch, self.skip = int(state["epoch"]), int(state.get("skip", 0))

@@ -2,8 +2,10 @@
 
 The block computes what Wan2.1's attention block computes (LayerNorm without affine before
 self-attention and FFN, RMS-normalised q/k, 3-D RoPE, affine LayerNorm before cross-attention,
-GELU-tanh FFN, a 6-way modulation added to a learned per-block table), plus a zero-initialised
-per-frame action embedding added to the time embedding.
+GELU-tanh FFN, a 6-way modulation added to a learned per-block table), plus the action: a
+per-frame action embedding added to the time embedding (so adaLN sees it) and, with
+`ModelConfig.action_tokens`, a per-block projection of it added to every token of its frame
+before self-attention — the direct path without which the model learns to ignore the keys.
 
 Output meaning: always the flow-matching velocity v = noise - x0 (see diffusion/flow_matching.py
 for conversions to x0).
@@ -59,12 +61,16 @@ class DiTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(d, eps=cfg.eps, elementwise_affine=False)
         self.ffn = FeedForward(d, cfg.ffn_dim)
         self.modulation = nn.Parameter(torch.zeros(1, 1, 6, d))
+        self.action_in = nn.Linear(d, d) if cfg.action_tokens else None
 
-    def forward(self, x, e6, cos, sin, context, mask, mem_k, mem_v, mem_valid, frames):
-        """x [B, F*N, d]; e6 [B, F, 6, d] per-frame modulation."""
+    def forward(self, x, e6, a, cos, sin, context, mask, mem_k, mem_v, mem_valid, frames):
+        """x [B, F*N, d]; e6 [B, F, 6, d] per-frame modulation; a [B, F, d] action features."""
         b, length, d = x.shape
+        n = length // frames
+        if self.action_in is not None:
+            x = x + self.action_in(a).repeat_interleave(n, dim=1)
         mod = (self.modulation + e6).unbind(2)  # 6 x [B, F, d]
-        per_tok = [m.repeat_interleave(length // frames, dim=1) for m in mod]
+        per_tok = [m.repeat_interleave(n, dim=1) for m in mod]
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = per_tok
         y, k, v = self.self_attn(
             modulate(self.norm1(x), shift_a, scale_a), cos, sin, mask, mem_k, mem_v, mem_valid
@@ -72,7 +78,7 @@ class DiTBlock(nn.Module):
         x = x + y * gate_a
         if self.cross_attn is not None:
             if context.dim() == 4:  # per-frame context [B, F, Lc, d]: each frame's tokens read their own
-                per_frame = self.norm3(x).reshape(b * frames, length // frames, d)
+                per_frame = self.norm3(x).reshape(b * frames, n, d)
                 x = x + self.cross_attn(per_frame, context.flatten(0, 1)).reshape(b, length, d)
             else:
                 x = x + self.cross_attn(self.norm3(x), context)
@@ -109,7 +115,10 @@ class CausalDiT(nn.Module):
 
     def _init_weights(self):
         init_linear(self)
-        nn.init.zeros_(self.time_action.action_mlp[2].weight)
+        if self.cfg.action_zero_init:
+            for layer in [self.time_action.action_mlp[2]] + [b.action_in for b in self.blocks if b.action_in is not None]:
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
         # adaLN-zero: every residual branch and the output start closed.
         nn.init.zeros_(self.time_projection[1].weight)
         nn.init.zeros_(self.time_projection[1].bias)
@@ -180,7 +189,7 @@ class CausalDiT(nn.Module):
 
         tokens = self.patch_embedding(x.transpose(1, 2)).flatten(2).transpose(1, 2)  # [B, F*N, d]
         tokens = tokens.reshape(b, f * n, cfg.dim)
-        e = self.time_action(t, (actions - self.action_center) / self.action_scale)  # [B, F, d]
+        e, a = self.time_action(t, (actions - self.action_center) / self.action_scale)  # [B, F, d] each
         e6 = self.time_projection(e).unflatten(-1, (6, cfg.dim))  # [B, F, 6, d]
         cos, sin = rope if rope is not None else self.rope_tables(frame_pos)
         context = None
@@ -205,7 +214,7 @@ class CausalDiT(nn.Module):
                 mvalid = None if memory.all_valid else memory.valid.repeat_interleave(n, dim=-1)
             else:
                 mk = mv = mvalid = None
-            tokens, k, v = block(tokens, e6, cos, sin, context, mask, mk, mv, mvalid, f)
+            tokens, k, v = block(tokens, e6, a, cos, sin, context, mask, mk, mv, mvalid, f)
             if return_kv:
                 kvs.append((k.view(b, f, n, cfg.heads, cfg.head_dim), v.view(b, f, n, cfg.heads, cfg.head_dim)))
 

@@ -45,9 +45,10 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 class TimeActionEmbedding(nn.Module):
     """Per-frame conditioning vector from the flow-matching time and the frame's action.
 
-    t [B, F] (0..1000 scale), actions [B, F, A] normalised to [-1, 1] -> e [B, F, dim].
-    The action branch's last layer is zero-initialised: a converted text-to-video checkpoint
-    behaves as the original until it is fine-tuned on actions.
+    t [B, F] (0..1000 scale), actions [B, F, A] normalised to [-1, 1] -> (e, a), each [B, F, dim]:
+    e = time + action features (what adaLN modulates with), a = the action features alone (what
+    the blocks' direct action path adds to the tokens). Whether the action branch starts at zero
+    is the model's choice (`ModelConfig.action_zero_init`), made in CausalDiT's initialisation.
     """
 
     def __init__(self, freq_dim: int, dim: int, action_dim: int):
@@ -55,12 +56,11 @@ class TimeActionEmbedding(nn.Module):
         self.freq_dim = freq_dim
         self.time_mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.action_mlp = nn.Sequential(nn.Linear(action_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        nn.init.zeros_(self.action_mlp[2].weight)
-        nn.init.zeros_(self.action_mlp[2].bias)
 
-    def forward(self, t: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    def forward(self, t: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         e = self.time_mlp(sinusoidal_embedding(t, self.freq_dim).to(self.time_mlp[0].weight.dtype))
-        return e + self.action_mlp(actions.to(e.dtype))
+        a = self.action_mlp(actions.to(e.dtype))
+        return e + a, a
 
 
 def init_linear(module: nn.Module) -> None:

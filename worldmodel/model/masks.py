@@ -85,6 +85,7 @@ def expand_to_tokens(frame_mask: torch.Tensor, tokens_per_frame: int) -> torch.T
 _FLEX_CACHE: dict = {}
 
 
+@torch.compiler.disable  # a cache lookup on the host; a compiled model receives the BlockMask as an input
 def flex_block_mask(frame_mask: torch.Tensor, tokens_per_frame: int):
     """The same rule as a FlexAttention BlockMask (CUDA only). Building one evaluates the rule
     over every (query, key) pair, so it is cached per mask tensor: a training stage builds its

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from worldmodel.train.distributed import shard_like
+from worldmodel.train.distributed import is_dtensor as _is_dtensor, shard_like
 
 
 class EMA:
@@ -32,8 +32,16 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for k, p in model.named_parameters():
-            self.shadow[k].lerp_(p.detach().float(), 1.0 - d)
+        # One fused launch per dtype group instead of a kernel per parameter: at small model sizes
+        # the per-parameter loop cost as much as the training step itself.
+        names, params = zip(*model.named_parameters()) if self.shadow else ((), ())
+        shadows = [self.shadow[k] for k in names]
+        plain = [s for s in shadows if not _is_dtensor(s)]
+        if len(plain) == len(shadows) and shadows:
+            torch._foreach_lerp_(shadows, [p.detach().float() for p in params], 1.0 - d)
+        else:
+            for s, p in zip(shadows, params):
+                s.lerp_(p.detach().float(), 1.0 - d)
         for k, b in model.named_buffers():
             self.buffers[k].copy_(b)
         self.updates += 1

@@ -22,16 +22,20 @@ from worldmodel.train.stage import Stage
 MAX_OFFSET_BLOCKS = 64  # RoPE start offsets drawn from [0, 64) blocks
 
 
-def paired_velocity(net, clean, noisy, sigma, actions, pos, mask, scene, autocast) -> torch.Tensor:
+def paired_velocity(net, clean, noisy, sigma, actions, pos, mask, scene, autocast,
+                    history_sigma: torch.Tensor | None = None) -> torch.Tensor:
     """Flow velocity (float32) of the noisy half of the sequence [clean ; noisy].
 
     The training layout of every latent stage: clean frames (t = 0) play the KV cache, the noisy
     copy is what is denoised. clean, noisy [b, F, C, h, w]; sigma [b, F] noise levels of the
     noisy half; actions [b, F, A] (shared by both halves); pos [2F]; mask [2F, 2F]; scene [b].
+    history_sigma [b, F]: the noise level the "clean" half was given (context noise
+    augmentation; the model is told it), zeros by default.
     Returns v [b, F, C, h, w].
     """
     f = clean.shape[1]
-    t = torch.cat([torch.zeros_like(sigma), sigma * 1000.0], 1)
+    hist = torch.zeros_like(sigma) if history_sigma is None else history_sigma
+    t = torch.cat([hist * 1000.0, sigma * 1000.0], 1)
     with autocast():
         v = net(torch.cat([clean, noisy], 1), t, torch.cat([actions, actions], 1), pos, frame_mask=mask, scene=scene)
     return v[:, f:].float()
@@ -50,6 +54,11 @@ class LatentStage(Stage):
                             help=f"blocks per training clip (default {cls.default_clip_blocks})")
         parser.add_argument("--scene-dropout", type=float, default=0.1,
                             help="probability of training with the empty scene condition (default 0.1)")
+        parser.add_argument("--latent-cache", choices=("auto", "on", "off"), default="auto",
+                            help="train on the dataset's frames encoded once (DATA/latents/, built if missing or "
+                                 "stale) instead of encoding every batch; auto: on with CUDA (default)")
+        parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                            help="torch.compile the trained network; auto: on with CUDA (default)")
 
     def build(self) -> None:
         extra = self.options.extra
@@ -79,9 +88,8 @@ class LatentStage(Stage):
         """The stage trains this one network: DDP or FSDP (`--parallel`), AdamW and EMA, under `name`."""
         self.network_name = name
         self.network = model
-        self.net = self.parallel(model)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=self.lr, betas=betas,
-                                           weight_decay=self.options.weight_decay)
+        self.net = self.compiled(self.parallel(model))
+        self.optimizer = self.adamw(model, lr=self.lr, betas=betas, weight_decay=self.options.weight_decay)
         self.ema = EMA(model, decay=self.options.ema_decay)
 
     def models(self):
@@ -107,7 +115,10 @@ class LatentStage(Stage):
 
     @torch.no_grad()
     def encode(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """frames uint8 [b, L, H, W, 3] -> latents float32 [b, L, C, h, w]."""
+        """frames uint8 [b, L, H, W, 3] -> latents float32 [b, L, C, h, w]; a batch from the
+        latent cache carries them already (`latents`)."""
+        if "latents" in batch:
+            return batch["latents"]
         frames = batch["frames"]
         b, length = frames.shape[:2]
         with self.autocast():
@@ -129,14 +140,35 @@ class LatentStage(Stage):
         pos = torch.arange(offset, offset + frames, device=self.device)
         return pos.repeat(copies)
 
-    def sigmas_per_frame(self, b: int, frames: int) -> torch.Tensor:
+    def sigmas_per_frame(self, b: int, frames: int, sampling: str = "uniform", shift: float | None = None) -> torch.Tensor:
         """Diffusion-forcing noise levels [b, frames]: half the samples one level per block,
-        half one level per frame; shifted like the sampler's."""
+        half one level per frame. `sampling`: "uniform" u ~ U(0, 1), or "logit-normal"
+        u = sigmoid(N(0, 1)) (SD3: more training at the middle levels, where the layout of the
+        frame is decided); then shifted by `shift` (default: the sampler's)."""
         from worldmodel.diffusion.flow_matching import shift_sigma
 
-        shift = self.config.sampler.shift
-        per_block = torch.rand(b, frames // self.block, device=self.device).repeat_interleave(self.block, 1)
-        per_frame = torch.rand(b, frames, device=self.device)
+        shift = self.config.sampler.shift if shift is None else shift
+
+        def draw(*shape):
+            if sampling == "logit-normal":
+                return torch.sigmoid(torch.randn(*shape, device=self.device))
+            if sampling == "uniform":
+                return torch.rand(*shape, device=self.device)
+            raise ValueError(f"noise-level sampling {sampling!r} must be 'uniform' or 'logit-normal'")
+
+        per_block = draw(b, frames // self.block).repeat_interleave(self.block, 1)
+        per_frame = draw(b, frames)
         choose = torch.rand(b, 1, device=self.device) < 0.5
         u = torch.where(choose, per_block, per_frame)
         return shift_sigma(u, shift).clamp(1e-3, 1.0)
+
+    def context_sigmas(self, b: int, frames: int, max_level: float, prob: float) -> torch.Tensor | None:
+        """Context noise augmentation (GameNGen, DIAMOND): levels [b, frames] for the history
+        frames, one per block, U(0, max_level) for a `prob` share of the samples and 0 for the
+        rest, so the model learns to read imperfect history (its own frames at inference) and is
+        told how imperfect. None when off."""
+        if max_level <= 0 or prob <= 0:
+            return None
+        level = torch.rand(b, frames // self.block, device=self.device) * max_level
+        on = torch.rand(b, 1, device=self.device) < prob
+        return torch.where(on, level, torch.zeros_like(level)).repeat_interleave(self.block, 1)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from worldmodel.config import WorldModelConfig
-from worldmodel.train.distributed import DistInfo, is_dtensor, wrap_ddp, wrap_parallel
+from worldmodel.train.distributed import DistInfo, is_dtensor, is_sharded, wrap_ddp, wrap_parallel
 from worldmodel.train.ema import EMA
 
 
@@ -120,6 +120,20 @@ class Stage:
         """DDP or FSDP by `--parallel` (see distributed.wrap_parallel); before building its optimizer and EMA."""
         bf16 = self.device.type == "cuda" and self.options.autocast
         return wrap_parallel(module, self.dist, self.options.parallel, bf16=bf16)
+
+    def compiled(self, module: nn.Module) -> nn.Module:
+        """`module` under torch.compile when `--compile` says so (auto: on CUDA). The weights stay
+        those of `module`: checkpoints, EMA and optimizers use the uncompiled module."""
+        choice = self.options.extra.get("compile") or "auto"
+        if choice == "on" or (choice == "auto" and self.device.type == "cuda"):
+            return torch.compile(module)
+        return module
+
+    def adamw(self, module: nn.Module, **kwargs) -> torch.optim.Optimizer:
+        """AdamW over `module`'s parameters: the fused CUDA kernel where it applies (one launch
+        for all parameters instead of several per parameter), else the foreach version."""
+        fused = self.device.type == "cuda" and not is_sharded(module)
+        return torch.optim.AdamW(module.parameters(), fused=fused or None, **kwargs)
 
     def autocast(self):
         """bf16 autocast on CUDA (when enabled), nothing on CPU. Wrap forward passes, not backward."""

@@ -48,9 +48,8 @@ class DMDStage(LatentStage):
         self.build_writer()  # may load the generator's weights: before sharding it and starting its EMA
         self.gen_net = self.parallel(self.generator)
         self.fake_net = self.parallel(self.fake)
-        self.gen_opt = torch.optim.AdamW(self.generator.parameters(), lr=self.lr, betas=(0.0, 0.999))
-        self.fake_opt = torch.optim.AdamW(self.fake.parameters(), lr=float(extra.get("fake_lr") or self.lr),
-                                          betas=(0.0, 0.999))
+        self.gen_opt = self.adamw(self.generator, lr=self.lr, betas=(0.0, 0.999))
+        self.fake_opt = self.adamw(self.fake, lr=float(extra.get("fake_lr") or self.lr), betas=(0.0, 0.999))
         self.ema = EMA(self.generator, decay=self.options.ema_decay)
         self.mask = teacher_forcing(self.clip_frames, self.block, self.device)
         self.sigmas = step_sigmas(self.config.sampler)

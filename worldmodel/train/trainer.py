@@ -33,7 +33,8 @@ from worldmodel.train.metrics_log import MetricsLogger, Progress
 from worldmodel.train.stage import Stage, TrainOptions
 
 # make_dataset(clip_frames, seed) -> this rank's dataset: an iterable of dicts with
-# `state_dict()` / `load_state_dict()` (worldmodel.data.dataset.ClipDataset, SyntheticClips).
+# `state_dict()` / `load_state_dict()` (worldmodel.data.dataset.ClipDataset, SyntheticClips), or
+# an object whose `next_batch(batch_size)` returns whole batches (worldmodel.data.latent_clips).
 DatasetFactory = Callable[[int, int], Iterable[dict[str, Any]]]
 
 CHECKPOINT_DIR = "checkpoint"
@@ -72,6 +73,8 @@ class Batches:
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:
+        if hasattr(self.dataset, "next_batch"):  # a dataset that batches by itself (LatentClips)
+            return self.dataset.next_batch(self.batch_size)
         items = []
         restarted = False
         while len(items) < self.batch_size:
