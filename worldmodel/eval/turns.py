@@ -25,10 +25,11 @@ import torch
 
 from worldmodel.actions import ACTION_DIM
 from worldmodel.bundle import WorldModel
-from worldmodel.data.engine import DoomEngine, EngineSettings, snap_action
+from worldmodel.data.engine import DoomEngine, snap_action
 from worldmodel.data.policies import STOP_FRAMES, WanderSegment
 from worldmodel.data.splits import heldout_maps, parse_map
 from worldmodel.eval.counterfactual import IGNORES_ACTIONS_DB, PSNR_CAP, TURN_COMPONENTS
+from worldmodel.eval.engine_view import at_model_size, engine_settings
 from worldmodel.eval.prediction import continue_from
 from worldmodel.metrics import psnr, sharpness
 from worldmodel.rollout import Rollout
@@ -37,7 +38,6 @@ BRANCHES = ("left", "right", "still")
 TURN_SIGN = {"left": 1.0, "right": -1.0, "still": 0.0}  # + turns left (worldmodel/actions.py)
 MIRROR = {"left": "right", "right": "left"}
 MAX_PRELUDE_FRAMES = 120  # the wander before a case, so that cases do not all start at the spawn point
-ENGINE_RESOLUTION = (160, 120)  # rendered when ViZDoom cannot render the model's frame size itself
 
 
 @dataclass
@@ -70,23 +70,18 @@ def make_turn_cases(cases: int, block_frames: int, context_blocks: int, turn_fra
                     seed: int = 0) -> list[TurnCase]:
     """`cases` cases, maps taken in turn from `maps` (default: the held-out maps), frames at the
     model's size (height, width)."""
-    from game.start_frames import resize  # the engine's frames at the model's size, as `magworld play` shows them
-
     if turn_frames % block_frames or turn_frames <= 0:
         raise ValueError(f"the turn must be a whole number of blocks of {block_frames} frames, got {turn_frames}")
     maps = maps or heldout_maps()
     c = context_blocks * block_frames
     settle = max(STOP_FRAMES, c)  # the player has stopped sliding before the turn starts
-    import vizdoom as vzd
-
-    w, h = (width, height) if hasattr(vzd.ScreenResolution, f"RES_{width}X{height}") else ENGINE_RESOLUTION
     rng = np.random.default_rng(seed)
     engine, out = None, []
     for k in range(cases):
         map_name = maps[k % len(maps)]
         wad, name = parse_map(map_name)
         if engine is None:
-            engine = DoomEngine(EngineSettings(wad, name, w, h, frame_skip, seed=seed))
+            engine = DoomEngine(engine_settings(wad, name, height, width, frame_skip, seed))
         else:
             engine.set_map(wad, name)
         case_seed = int(rng.integers(2**31))
@@ -106,7 +101,7 @@ def make_turn_cases(cases: int, block_frames: int, context_blocks: int, turn_fra
         for branch in BRANCHES:
             turn = branch_actions(branch, turn_frames, turn_deg, frame_skip)
             frames, poses = _play(engine, np.concatenate([plan, turn]), map_name)
-            frames = resize(frames, height, width)
+            frames = at_model_size(frames, height, width)
             ctx = slice(len(plan) - c, len(plan))
             if case is None:
                 case = TurnCase(map_name, case_seed, frames[ctx], plan[ctx], poses[ctx])
