@@ -79,6 +79,11 @@ def load_predictors(args):
     return model, predictors
 
 
+def predictor_source(args) -> dict:
+    """Which runs were evaluated, for the JSON output."""
+    return {k: None if getattr(args, k) is None else str(getattr(args, k)) for k in ("checkpoint", "teacher")}
+
+
 def _check_latents(model_cfg, ae_cfg, where) -> None:
     want = (model_cfg.latent_channels, model_cfg.latent_height, model_cfg.latent_width)
     have = (ae_cfg.latent_channels, ae_cfg.latent_height, ae_cfg.latent_width)

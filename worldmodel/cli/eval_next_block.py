@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from worldmodel.cli.eval_common import add_model_args, add_predictor_args, clips, emit, load_predictors
+from worldmodel.cli.eval_common import (add_model_args, add_predictor_args, clips, emit, load_predictors,
+                                        predictor_source)
 
 
 def register(sub):
@@ -30,6 +31,5 @@ def run(args) -> int:
     data = clips(args, (args.context_blocks + 1) * bf, bf, (a.frame_height, a.frame_width))
     with torch.no_grad():
         result = next_block(model, data, args.cases, args.context_blocks, predictors, args.seed)
-    source = {"checkpoint": None if args.checkpoint is None else str(args.checkpoint),
-              "teacher": None if args.teacher is None else str(args.teacher)}
+    source = predictor_source(args)
     return emit(args, {**source, "split": args.split, **result})

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from worldmodel.cli.eval_common import add_model_args, add_predictor_args, emit, load_predictors
+from worldmodel.cli.eval_common import (add_model_args, add_predictor_args, emit, load_predictors,
+                                        predictor_source)
 
 
 def register(sub):
@@ -41,8 +42,7 @@ def run(args) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     strip, detail = args.out / "turns_strip.png", args.out / "turns.json"
     save_strip(cases, result["generated"], strip, args.strip_cases)
-    source = {"checkpoint": None if args.checkpoint is None else str(args.checkpoint),
-              "teacher": None if args.teacher is None else str(args.teacher)}
+    source = predictor_source(args)
     setup = {"cases": len(cases), "maps": sorted({c.map for c in cases}), "context_blocks": args.context_blocks,
              "turn_frames": args.turn_frames, "turn_deg_per_frame": float(cases[0].actions["left"][0, 0])}
     detail.write_text(json.dumps({**source, **setup, "summary": result["summary"], "per_case": result["per_case"]})
