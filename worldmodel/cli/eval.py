@@ -12,6 +12,7 @@ ACTIONS = [
     "worldmodel.cli.eval_memory",
     "worldmodel.cli.eval_rollout",
     "worldmodel.cli.eval_revisit",
+    "worldmodel.cli.eval_turns",
 ]
 
 

@@ -10,24 +10,30 @@ from worldmodel.cli.eval_common import add_model_args, device_of, emit
 def register(sub):
     p = sub.add_parser("rollout", help="long scripted rollout vs the engine: drift, frame strip, mp4",
                        description="magworld eval rollout: run the real ViZDoom engine and the world model on the "
-                       "same scripted actions; report PSNR over time and drift; save a strip of frames every "
+                       "same scripted actions; report PSNR over time and drift, sharpness over the engine's, and "
+                       "PSNR(true) - PSNR(counterfactual) for the same rollout with the turns mirrored and with its "
+                       "blocks shuffled; save a strip of frames every "
                        "10 s (generated over true) and a side-by-side mp4.")
     add_model_args(p, data=False)
     p.add_argument("--map", default="freedoom2.wad:MAP07", help="WAD:MAP to roll out in (default: a held-out map)")
     p.add_argument("--seconds", type=float, default=120.0)
     p.add_argument("--strategy", default=None, help="memory strategy (default: the checkpoint's)")
+    p.add_argument("--counterfactuals", default="mirrored turns,shuffled",
+                   help="comma-separated rollouts with wrong actions to compare: 'mirrored turns', 'shuffled' "
+                   "(the script's blocks permuted); '' for none (each costs one more rollout)")
     p.add_argument("--out", type=Path, default=Path("docs/media"), help="folder for the strip, video and PSNR curve")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from worldmodel.bundle import WorldModel
-    from worldmodel.data.engine import EngineSettings
+    from worldmodel.eval.engine_view import engine_settings
     from worldmodel.eval.long_rollout import long_rollout
 
     model = WorldModel.load(args.checkpoint, device_of(args))
     wad, _, map_name = args.map.partition(":")
     a = model.config.autoencoder
-    settings = EngineSettings(wad=wad, map=map_name, width=a.frame_width, height=a.frame_height)
-    result = long_rollout(model, settings, args.seconds, args.out, args.strategy, seed=args.seed)
+    settings = engine_settings(wad, map_name, a.frame_height, a.frame_width)
+    kinds = tuple(k.strip() for k in args.counterfactuals.split(",") if k.strip())
+    result = long_rollout(model, settings, args.seconds, args.out, args.strategy, seed=args.seed, counterfactuals=kinds)
     return emit(args, {"checkpoint": str(args.checkpoint), **result})

@@ -3,7 +3,10 @@
 The script is deterministic (walks, turns, a look-around pan and its return, strafes), so the
 same command always produces the same comparison. Outputs: per-frame PSNR against the engine
 over time, drift of the generated video (and of the true one, for reference), a strip of frames
-every `strip_every_s` seconds, and an mp4 with generated | true side by side.
+every `strip_every_s` seconds, and an mp4 with generated | true side by side. The rollout is run
+again with the turns mirrored and with the script's blocks shuffled (same noise), and the
+difference is reported as in `eval next-block`; sharpness (Laplacian variance) of the generated
+frames is reported over the engine's.
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import torch
 from worldmodel.bundle import WorldModel
 from worldmodel.data.engine import DoomEngine, EngineSettings, snap_action
 from worldmodel.eval.drift import drift
-from worldmodel.metrics import psnr
+from worldmodel.eval.engine_view import at_model_size
+from worldmodel.eval.counterfactual import COUNTERFACTUALS, ActionFollowing, counterfactual_actions
+from worldmodel.metrics import psnr, sharpness
 
 
 def scripted_actions(frames: int, frame_skip: int, seed: int = 0) -> np.ndarray:
@@ -41,8 +46,10 @@ def scripted_actions(frames: int, frame_skip: int, seed: int = 0) -> np.ndarray:
     return snap_action(a, frame_skip)
 
 
-def engine_run(settings: EngineSettings, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """True frames [T, H, W, 3] and poses [T, 5] for actions [T, 4] (action[0] is ignored)."""
+def engine_run(settings: EngineSettings, actions: np.ndarray, size: tuple[int, int] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """True frames [T, H, W, 3] (resized to size=(H, W) if given) and poses [T, 5] for actions
+    [T, 4] (action[0] is ignored)."""
     engine = DoomEngine(settings)
     try:
         frame, pose = engine.reset()
@@ -55,46 +62,88 @@ def engine_run(settings: EngineSettings, actions: np.ndarray) -> tuple[np.ndarra
             poses.append(pose)
     finally:
         engine.close()
-    return np.stack(frames), np.stack(poses)
+    frames = np.stack(frames)
+    return (frames if size is None else at_model_size(frames, *size)), np.stack(poses)
 
 
 @torch.no_grad()
-def long_rollout(model: WorldModel, settings: EngineSettings, seconds: float, out_dir: Path,
-                 strategy: str | None = None, strip_every_s: float = 10.0, seed: int = 0,
-                 progress: bool = True) -> dict:
+def generate_along(model: WorldModel, truth: np.ndarray, actions: np.ndarray, poses: np.ndarray,
+                   strategy: str | None = None, seed: int = 0, progress: bool = True, desc: str = "rollout") -> np.ndarray:
+    """Observe the engine's first block, then generate every later block from `actions` [T, A]
+    (poses [T, 5] for retrieval). Returns frames [T, H, W, 3] uint8, the first block the truth's."""
+    from tqdm import tqdm
+
     bf = model.config.model.block_frames
-    fps = settings.fps
-    total = int(round(seconds * fps / bf)) * bf
-    actions = scripted_actions(total, settings.frame_skip, seed)
-    truth, poses = engine_run(settings, actions)
     roll = model.rollout(strategy)
     gen = torch.Generator(device=model.device).manual_seed(seed)
     first = model.encode(torch.from_numpy(truth[None, :bf]))
     roll.observe(first, torch.from_numpy(actions[None, :bf]), torch.from_numpy(poses[None, :bf]))
     frames = [truth[:bf]]
     empty = torch.full((1,), -1, dtype=torch.long, device=model.device)
-    from tqdm import tqdm
-
-    for j in tqdm(range(bf, total, bf), desc="rollout", disable=not progress, unit="block"):
+    for j in tqdm(range(bf, len(actions), bf), desc=desc, disable=not progress, unit="block"):
         x0 = roll.generate(torch.from_numpy(actions[None, j:j + bf]), empty,
                            torch.from_numpy(poses[None, j:j + bf]), generator=gen)
         frames.append(model.decode(x0)[0].cpu().numpy())
-    generated = np.concatenate(frames)
+    return np.concatenate(frames)
+
+
+def rollout_counterfactual(kind: str, actions: np.ndarray, block_frames: int, seed: int = 0) -> np.ndarray:
+    """The script's counterfactual: its turns mirrored, or ("shuffled") its blocks after the first
+    permuted so that no block keeps its own actions (one rollout has no other cases to take from)."""
+    if kind != "shuffled":
+        return counterfactual_actions(kind, [torch.from_numpy(actions)])[0].numpy()
+    blocks = [torch.from_numpy(actions[j:j + block_frames]) for j in range(block_frames, len(actions), block_frames)]
+    return np.concatenate([actions[:block_frames], *[b.numpy() for b in counterfactual_actions(kind, blocks, seed)]])
+
+
+def _per_frame_psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.minimum(psnr(torch.from_numpy(a).movedim(-1, -3), torch.from_numpy(b).movedim(-1, -3)).numpy(), 60.0)
+
+
+def _sharpness(frames: np.ndarray) -> np.ndarray:
+    return sharpness(torch.from_numpy(frames).movedim(-1, -3)).numpy()
+
+
+@torch.no_grad()
+def long_rollout(model: WorldModel, settings: EngineSettings, seconds: float, out_dir: Path,
+                 strategy: str | None = None, strip_every_s: float = 10.0, seed: int = 0,
+                 progress: bool = True, counterfactuals: tuple[str, ...] = COUNTERFACTUALS) -> dict:
+    """The scripted rollout beside the engine, and the same rollout (same noise) with each
+    counterfactual of the script's actions (worldmodel/eval/counterfactual.py)."""
+    bf = model.config.model.block_frames
+    fps = settings.fps
+    total = int(round(seconds * fps / bf)) * bf
+    actions = scripted_actions(total, settings.frame_skip, seed)
+    a = model.config.autoencoder
+    truth, poses = engine_run(settings, actions, (a.frame_height, a.frame_width))
+    generated = generate_along(model, truth, actions, poses, strategy, seed, progress)
     # capped like the other evaluations; the first block is the observed truth and is not scored
-    per_frame = np.minimum(psnr(torch.from_numpy(generated).movedim(-1, -3),
-                                torch.from_numpy(truth).movedim(-1, -3)).numpy(), 60.0)[bf:]
+    per_frame = _per_frame_psnr(generated, truth)[bf:]
+    following = {}
+    for kind in counterfactuals:
+        other = generate_along(model, truth, rollout_counterfactual(kind, actions, bf, seed), poses, strategy, seed,
+                               progress, desc=kind)
+        f = ActionFollowing()
+        f.add(per_frame, _per_frame_psnr(other, truth)[bf:], _per_frame_psnr(generated, other)[bf:])
+        following[kind] = f.summary()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _strip(generated, truth, fps, strip_every_s, out_dir / "rollout_strip.png")
     _video(generated, truth, fps, out_dir / "rollout_vs_engine.mp4")
     np.save(out_dir / "rollout_psnr.npy", per_frame)
     minute = int(60 * fps)
+    sharp_gen, sharp_true = _sharpness(generated[bf:]), _sharpness(truth[bf:])
+    ratio = lambda sl: float(sharp_gen[sl].mean() / max(sharp_true[sl].mean(), 1e-12))  # noqa: E731
     return {
         "frames": int(total), "seconds": round(total / fps, 1), "fps_of_data": fps, "map": f"{settings.wad}:{settings.map}",
-        "strategy": roll.strategy.name,
+        "strategy": model.rollout(strategy).strategy.name,
         "psnr_vs_engine_mean": float(np.mean(per_frame)),
         "psnr_vs_engine_first_minute": float(np.mean(per_frame[:minute])),
         "psnr_vs_engine_last_minute": float(np.mean(per_frame[-minute:])),
+        "actions": following,
+        "sharpness_generated": float(sharp_gen.mean()), "sharpness_engine": float(sharp_true.mean()),
+        "sharpness_ratio": ratio(slice(None)), "sharpness_ratio_first_minute": ratio(slice(None, minute)),
+        "sharpness_ratio_last_minute": ratio(slice(-minute, None)),
         "drift_generated": drift(generated), "drift_engine": drift(truth),
         "strip": str(out_dir / "rollout_strip.png"), "video": str(out_dir / "rollout_vs_engine.mp4"),
     }

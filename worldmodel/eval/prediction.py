@@ -1,6 +1,9 @@
 """Next-block prediction given true history and actions, and memory-slot reconstruction.
 
-PSNR is capped at 60 dB per frame before averaging. Every figure is reported beside two references measured on the same frames:
+PSNR is capped at 60 dB per frame before averaging. Each predictor is also run with counterfactual
+actions (worldmodel/eval/counterfactual.py), and every row reports the sharpness (Laplacian
+variance) of its frames beside that of the true frames, since PSNR rewards blur. Every figure is
+reported beside two references measured on the same frames:
   copy-last  the trivial baseline: repeat the last observed true frame
   ae-ceiling what the autoencoder alone gives (decode(encode(truth))) — no predictor can beat it
 """
@@ -13,7 +16,8 @@ import numpy as np
 import torch
 
 from worldmodel.bundle import WorldModel
-from worldmodel.metrics import psnr, ssim
+from worldmodel.eval.counterfactual import COUNTERFACTUALS, ActionFollowing, counterfactual_actions, differs
+from worldmodel.metrics import psnr, sharpness, ssim
 from worldmodel.rollout import Rollout, decode_slot_latents
 
 
@@ -37,49 +41,101 @@ def _summary(values: list[float]) -> dict:
 
 
 @torch.no_grad()
-def next_block(model: WorldModel, clips: Iterable[dict], cases: int, context_blocks: int,
-               predictors: dict[str, Rollout | None] | None = None, seed: int = 0) -> dict:
-    """For each clip: observe `context_blocks` true blocks, predict the next one from its actions.
+def continue_from(model: WorldModel, roll: Rollout, context: torch.Tensor, context_actions: torch.Tensor,
+                  actions: torch.Tensor, context_poses: torch.Tensor | None = None,
+                  poses: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
+    """Reset `roll`, observe the true context, generate len(actions) frames from `actions`.
 
-    predictors: name -> a factory-made Rollout (reset per case); defaults to the model's own.
-    Returns per predictor and baseline: PSNR/SSIM mean/median over frames.
+    context: latents [1, C, ch, h, w] (C a whole number of blocks); context_actions [C, A];
+    actions [T, A] (T a whole number of blocks); poses [C or T, pose_dim] or None.
+    The noise comes from `seed` alone, so two calls that differ only in `actions` differ only by
+    what the actions do. Returns decoded frames uint8 [T, H, W, 3] (on the model's device).
     """
     bf = model.config.model.block_frames
+    dev = model.device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    # Held-out maps have no trained scene prompt: predict with the empty condition.
+    scene = torch.full((1,), -1, dtype=torch.long, device=dev)
+    pick = lambda p, j: None if p is None else p[None, j:j + bf]  # noqa: E731
+    roll.reset()
+    for j in range(0, context.shape[1], bf):
+        roll.observe(context[:, j:j + bf], context_actions[None, j:j + bf], pick(context_poses, j))
+    out = [roll.generate(actions[None, j:j + bf], scene, pick(poses, j), generator=gen)
+           for j in range(0, len(actions), bf)]
+    return model.decode(torch.cat(out, 1))[0]
+
+
+def _sharp(frames: torch.Tensor) -> list[float]:
+    """uint8 [F, H, W, 3] -> Laplacian variance per frame."""
+    return sharpness(_chw(frames.cpu())).tolist()
+
+
+def _sharpness_row(values: list[float], truth: list[float]) -> dict:
+    mean, ref = float(np.mean(values)), float(np.mean(truth))
+    return {"mean": mean, "ratio_to_truth": mean / ref if ref > 0 else None}
+
+
+@torch.no_grad()
+def next_block(model: WorldModel, clips: Iterable[dict], cases: int, context_blocks: int,
+               predictors: dict[str, Rollout | None] | None = None, seed: int = 0,
+               counterfactuals: tuple[str, ...] = COUNTERFACTUALS) -> dict:
+    """For each clip: observe `context_blocks` true blocks, predict the next one from its actions,
+    and again from each counterfactual of them (see worldmodel/eval/counterfactual.py), with the
+    same noise.
+
+    predictors: name -> a factory-made Rollout (reset per case); defaults to the model's own.
+    Returns per predictor and baseline: PSNR/SSIM mean/median over frames and sharpness (with its
+    ratio to the true frames'); per predictor also `actions`: counterfactual -> ActionFollowing
+    summary (None where no case had different counterfactual actions).
+    """
+    bf = model.config.model.block_frames
+    c = context_blocks * bf
     predictors = predictors or {"generator": None}
-    scores: dict[str, tuple[list, list]] = {k: ([], []) for k in [*predictors, "copy-last", "ae-ceiling"]}
-    gen = torch.Generator(device=model.device).manual_seed(seed)
-    n = 0
-    for clip in clips:
-        if n >= cases:
-            break
-        frames = torch.as_tensor(clip["frames"]).to(model.device)  # [L, H, W, 3]
-        actions = torch.as_tensor(clip["actions"]).float().to(model.device)
-        poses = torch.as_tensor(clip["poses"]).float()
-        # Held-out maps have no trained scene prompt: predict with the empty condition.
-        scene = torch.full((1,), -1, dtype=torch.long, device=model.device)
-        c = context_blocks * bf
-        truth = frames[c:c + bf]
-        latents = model.encode(frames[None, : c + bf])
+    rows = [*predictors, "copy-last", "ae-ceiling"]
+    scores: dict[str, tuple[list, list]] = {k: ([], []) for k in rows}
+    sharp: dict[str, list] = {k: [] for k in [*rows, "truth"]}
+    taken = [clip for _, clip in zip(range(cases), clips)]
+    if not taken:
+        raise ValueError("no clips to evaluate: is the split empty?")
+    frames = [torch.as_tensor(clip["frames"][: c + bf]) for clip in taken]  # [L, H, W, 3] uint8
+    actions = [torch.as_tensor(clip["actions"][: c + bf]).float() for clip in taken]
+    poses = [torch.as_tensor(clip["poses"][: c + bf]).float() for clip in taken]
+    futures = [a[c:] for a in actions]
+    counters = {k: counterfactual_actions(k, futures, seed) for k in counterfactuals
+                if k != "shuffled" or len(taken) > 1}
+    following = {name: {k: ActionFollowing() for k in counters} for name in predictors}
+    for i in range(len(taken)):
+        truth = frames[i][c:]
+        latents = model.encode(frames[i][None].to(model.device))
+        sharp["truth"].extend(_sharp(truth))
+
+        def predict(roll, future):
+            return continue_from(model, roll, latents[:, :c], actions[i][:c], future, poses[i][:c],
+                                 poses[i][c:], seed=seed * 100003 + i)
+
         for name, roll in predictors.items():
             roll = roll or model.rollout()
-            roll.reset()
-            for j in range(0, c, bf):
-                roll.observe(latents[:, j:j + bf], actions[None, j:j + bf], poses[None, j:j + bf])
-            x0 = roll.generate(actions[None, c:c + bf], scene, poses[None, c:c + bf], generator=gen)
-            p, s = _score(model.decode(x0)[0], truth)
+            pred = predict(roll, futures[i])
+            p, s = _score(pred, truth)
             scores[name][0].extend(p)
             scores[name][1].extend(s)
-        p, s = _score(frames[c - 1:c].expand(bf, -1, -1, -1), truth)
-        scores["copy-last"][0].extend(p)
-        scores["copy-last"][1].extend(s)
-        p, s = _score(model.decode(latents[:, c:c + bf])[0], truth)
-        scores["ae-ceiling"][0].extend(p)
-        scores["ae-ceiling"][1].extend(s)
-        n += 1
-    if n == 0:
-        raise ValueError("no clips to evaluate: is the split empty?")
-    return {"cases": n, "context_blocks": context_blocks,
-            "results": {k: {"psnr": _summary(p), "ssim": _summary(s)} for k, (p, s) in scores.items()}}
+            sharp[name].extend(_sharp(pred))
+            for k, alt in counters.items():
+                if differs(alt[i], futures[i]):
+                    other = predict(roll, alt[i])
+                    following[name][k].add(p, _score(other, truth)[0], _score(pred, other)[0])
+        for name, pred in (("copy-last", frames[i][c - 1:c].expand(bf, -1, -1, -1)),
+                           ("ae-ceiling", model.decode(latents[:, c:])[0])):
+            p, s = _score(pred, truth)
+            scores[name][0].extend(p)
+            scores[name][1].extend(s)
+            sharp[name].extend(_sharp(pred))
+    results = {k: {"psnr": _summary(p), "ssim": _summary(s), "sharpness": _sharpness_row(sharp[k], sharp["truth"])}
+               for k, (p, s) in scores.items()}
+    for name in predictors:
+        results[name]["actions"] = {k: f.summary() for k, f in following[name].items()}
+    return {"cases": len(taken), "context_blocks": context_blocks,
+            "truth_sharpness": float(np.mean(sharp["truth"])), "results": results}
 
 
 @torch.no_grad()
