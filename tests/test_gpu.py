@@ -24,6 +24,7 @@ import torch
 from export_helpers import checkpoint, random_block
 from runtime.backends import load_backend
 from test_export_backend import assert_same_frames, assert_same_memory
+from test_runtime_cudagraph import observe_then_step_alike
 
 pytestmark = pytest.mark.gpu
 
@@ -68,15 +69,7 @@ def test_fp32_graphs_observe_and_step_like_the_torch_backend_on_cuda(strategy):
     with no_tf32():
         a = load_backend("torch", checkpoint(strategy), "cuda").new_session(seed=2)
         b = load_backend("cudagraph", checkpoint(strategy), "cuda", precision="fp32").new_session(seed=2)
-        rng = np.random.default_rng(2)
-        frames = rng.integers(0, 256, (6, 24, 32, 3), dtype=np.uint8)
-        actions = np.concatenate([random_block(rng)[0]] * 2)
-        a.observe(frames, actions, None)
-        b.observe(frames, actions, None)
-        for _ in range(4):
-            actions, poses = random_block(rng)
-            assert_same_frames(a.step(actions, poses, None), b.step(actions, poses, None))
-        assert_same_memory(a, b, atol=1e-3)
+        observe_then_step_alike(a, b)
 
 
 def test_bf16_graphs_make_the_torch_backends_frames_to_bf16_tolerance():
