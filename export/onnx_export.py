@@ -93,8 +93,11 @@ def load_for_export(checkpoint: str | Path, memory_overrides: list[str] | None =
     return model, config, directory
 
 
-def example_inputs(config: WorldModelConfig, layout: MemoryLayout, dtype: torch.dtype, seed: int = 0) -> dict:
-    """Random inputs of every graph, by graph then input name (also what the tests compare with)."""
+def example_inputs(config: WorldModelConfig, layout: MemoryLayout, dtype: torch.dtype, seed: int = 0,
+                   device: torch.device | str = "cpu") -> dict:
+    """Random inputs of every graph, by graph then input name (also what the tests compare with).
+    The memory inputs are drawn on `device` (at Wan size they are 2 x 6 GB: made on the CPU and
+    copied they would take seconds); the rest on the CPU."""
     from worldmodel.actions import ACTION_HIGH, ACTION_LOW
 
     m, ae = config.model, config.autoencoder
@@ -107,11 +110,12 @@ def example_inputs(config: WorldModelConfig, layout: MemoryLayout, dtype: torch.
     frame_pos = torch.arange(2 * bf, 3 * bf, dtype=torch.int64)
     valid = torch.rand(layout.slots, generator=g) < 0.7
     valid[0] = True
-    mem = {
-        "memory_k": torch.randn(memory, generator=g).to(dtype),
-        "memory_v": torch.randn(memory, generator=g).to(dtype),
-        "memory_valid": valid,
-    }
+    if torch.device(device).type == "cpu":
+        k, v = torch.randn(memory, generator=g).to(dtype), torch.randn(memory, generator=g).to(dtype)
+    else:
+        gd = torch.Generator(device).manual_seed(seed)
+        k, v = (torch.randn(memory, generator=gd, device=device, dtype=dtype) for _ in range(2))
+    mem = {"memory_k": k, "memory_v": v, "memory_valid": valid}
     step = {
         "x_t": torch.randn(latents, generator=g).to(dtype),
         "sigma": torch.tensor([0.75]),
@@ -140,18 +144,22 @@ OUTPUTS = {
 }
 
 
-def build_wrappers(model, layout: MemoryLayout, dtype: torch.dtype) -> dict[str, torch.nn.Module]:
-    """The modules to export, by graph name, cast to `dtype` and in eval mode."""
+def build_wrappers(model, layout: MemoryLayout, dtype: torch.dtype, device: torch.device | str = "cpu",
+                   all_valid: bool = False) -> dict[str, torch.nn.Module]:
+    """The modules to export, by graph name, cast to `dtype`, on `device` (their own buffers
+    too, e.g. MemoryWrite.keep_index) and in eval mode. all_valid: the memory inputs will hold
+    only slots with data (see export/wrappers.py)."""
     gen = model.generator
     mem = model.memory_model
-    wrappers = {"generator_step": GeneratorStep(gen)}
+    wrappers = {"generator_step": GeneratorStep(gen, all_valid)}
     if mem is not None:
-        wrappers["memory_step"] = GeneratorStep(mem)
+        wrappers["memory_step"] = GeneratorStep(mem, all_valid)
     if layout.kept_frames:
-        wrappers["memory_write"] = MemoryWrite(mem if layout.writer == "memory_model" else gen, layout.kept_frames)
+        writer = mem if layout.writer == "memory_model" else gen
+        wrappers["memory_write"] = MemoryWrite(writer, layout.kept_frames, all_valid)
     wrappers["decoder"] = Decoder(model.autoencoder)
     wrappers["encoder"] = Encoder(model.autoencoder, dtype)
-    return {k: w.to(dtype).eval() for k, w in wrappers.items()}
+    return {k: w.to(device=device, dtype=dtype).eval() for k, w in wrappers.items()}
 
 
 def export_graph(module: torch.nn.Module, inputs: dict, outputs: list[str], path: Path, opset: int) -> None:

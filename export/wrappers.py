@@ -4,6 +4,9 @@ Each wrapper is one exported graph. Shapes are static: one block of B frames, ba
 memory of S attended slots (S = `attention_budget` for `mag`, the capacity otherwise). The host
 keeps the slot table and chooses which slots to attend and which slot to overwrite; the graphs
 only see fixed-size buffers plus a validity mask, so an empty or half-full memory is padding.
+With `all_valid=True` (the cudagraph backend) the mask is not read: the host gives every slot
+of memory_k/v data (it captures one graph per number of held slots), so attention runs
+unmasked on the fused kernels.
 
 Names (N = tokens per frame, L = layers, H = heads, D = head_dim, A = action_dim):
 
@@ -29,9 +32,10 @@ class GeneratorStep(nn.Module):
     """One denoising step of one block against the memory. The prompt is an input (the host looks
     scene prompts up in the table saved beside the graphs), so one graph serves every scene."""
 
-    def __init__(self, model: CausalDiT):
+    def __init__(self, model: CausalDiT, all_valid: bool = False):
         super().__init__()
         self.model = model
+        self.all_valid = all_valid
 
     def forward(self, x_t, sigma, actions, frame_pos, prompt, memory_k, memory_v, memory_valid):
         b, f = x_t.shape[:2]
@@ -39,8 +43,8 @@ class GeneratorStep(nn.Module):
         t = (s * 1000.0).expand(b, f)
         # validate=False: the host validates feeds; a value check would synchronise (and break
         # CUDA-graph capture).
-        v = self.model(x_t, t, actions, frame_pos, prompt, memory=MemoryView(memory_k, memory_v, memory_valid),
-                       validate=False)
+        memory = MemoryView(memory_k, memory_v, memory_valid, all_valid=self.all_valid)
+        v = self.model(x_t, t, actions, frame_pos, prompt, memory=memory, validate=False)
         x0 = x_t - s.to(x_t.dtype) * v  # x0 = x_t - s * v (worldmodel.diffusion.flow_matching)
         return x0, v
 
@@ -49,23 +53,24 @@ class MemoryWrite(nn.Module):
     """The clean pass (t = 0) over a finished block, with the writer's empty condition; returns the
     post-RoPE keys and values of the frames in `keep` (indices into the block)."""
 
-    def __init__(self, writer: CausalDiT, keep: list[int]):
+    def __init__(self, writer: CausalDiT, keep: list[int], all_valid: bool = False):
         super().__init__()
+        self.all_valid = all_valid
         if not keep:
             raise ValueError("a memory write graph needs at least one kept frame (strategy 'none' writes nothing)")
         self.writer = writer
         self.keep = list(keep)
         # A device-resident index: indexing with a Python list would copy it host-to-device on
-        # every call, which a CUDA-graph capture does not allow.
+        # every call, which a CUDA-graph capture does not allow. It moves with the module
+        # (`build_wrappers(..., device=...)`): a wrapper made after its network was moved must be
+        # moved too, or index_select meets a CPU index and a CUDA cache.
         self.register_buffer("keep_index", torch.as_tensor(self.keep, dtype=torch.long), persistent=False)
 
     def forward(self, x0, actions, frame_pos, memory_k, memory_v, memory_valid):
         b, f = x0.shape[:2]
         t0 = torch.zeros(b, f, dtype=torch.float32, device=x0.device)
-        _, kvs = self.writer(
-            x0, t0, actions, frame_pos, None, memory=MemoryView(memory_k, memory_v, memory_valid), return_kv=True,
-            validate=False,
-        )
+        memory = MemoryView(memory_k, memory_v, memory_valid, all_valid=self.all_valid)
+        _, kvs = self.writer(x0, t0, actions, frame_pos, None, memory=memory, return_kv=True, validate=False)
         k = torch.stack([k.index_select(1, self.keep_index) for k, _ in kvs])
         v = torch.stack([v.index_select(1, self.keep_index) for _, v in kvs])
         return k, v

@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PENDING = {
     "session5a.sh": ["bench generate", "bench serve", "train direct-forcing", "train dmd", "eval next-block"],
     "session5b.sh": ["train memory", "eval memory", "train memorypack", "train package", "eval revisit"],
+    "speed.sh": ["bench generate", "bench serve"],
+    "test.sh": [],
 }
 
 
@@ -28,6 +30,7 @@ def test_every_magworld_command_of_a_pending_gpu_script_parses(script, tmp_path)
     assert run.returncode == 0, out[-3000:]
     assert "error:" not in out and "usage:" not in out, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
-    parsed = (tmp_path / "parsed.txt").read_text()
+    log = tmp_path / "parsed.txt"
+    parsed = log.read_text() if log.exists() else ""  # test.sh runs no magworld command
     for command in PENDING[script]:
         assert f"ARGS OK: {command}" in parsed, f"{script} never reached `magworld {command}`"

@@ -4,6 +4,7 @@ import torch
 
 from helpers import clip_inputs, tiny_model
 from worldmodel.memory import KVMemory, make_strategy
+from worldmodel.model import MemoryView
 from worldmodel.model.masks import block_causal
 from worldmodel.model.rope import apply_rope, rope_angles
 
@@ -101,7 +102,12 @@ def test_a_full_memory_attends_without_a_mask_and_gives_the_same_output(tiny):
     v = torch.stack([kv[1] for kv in kvs])
     mem.write([0, 1, 2], k, v, [0, 1, 2])
     partial = mem.view()
-    assert not partial.all_valid  # 3 of 6 slots hold data
+    # 3 of 6 slots hold data: the view holds those 3 (no mask), and reads what the masked buffers give
+    assert partial.slots == 3 and partial.all_valid
+    x1, t1, a1 = clip_inputs(tiny, frames=3)
+    whole = MemoryView(mem.k, mem.v, mem.valid)
+    torch.testing.assert_close(model(x1, t1, a1, torch.arange(3, 6), memory=partial),
+                               model(x1, t1, a1, torch.arange(3, 6), memory=whole), rtol=1e-5, atol=1e-5)
     mem.write([3, 4, 5], k, v, [3, 4, 5])
     full = mem.view()
     assert full.all_valid and mem.view([5, 1]).all_valid

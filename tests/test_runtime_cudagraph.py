@@ -36,7 +36,11 @@ def test_rollout_with_retrieval_and_eviction_equals_pytorch():
 @pytest.mark.parametrize("strategy", ["window", "full"])
 def test_other_strategies_equal_pytorch(strategy):
     torch_backend, graph_backend = pair(strategy)
-    a, b = torch_backend.new_session(seed=2), graph_backend.new_session(seed=2)
+    observe_then_step_alike(torch_backend.new_session(seed=2), graph_backend.new_session(seed=2))
+
+
+def observe_then_step_alike(a, b):
+    """Sessions a (torch) and b (cudagraph) observe the same 2 blocks, then make the same 4."""
     rng = np.random.default_rng(2)
     frames = rng.integers(0, 256, (6, 24, 32, 3), dtype=np.uint8)
     actions, poses = np.concatenate([random_block(rng)[0]] * 2), None

@@ -12,8 +12,16 @@ write fixed buffers), with PyTorch itself running the networks of export/wrapper
     memory_write                  the clean pass -> K/V of the kept frames
     decoder, encoder              latents <-> uint8 frames
 
-Each session binds its own buffers, so each session captures its own graphs (a few MB of graph
-memory from one pool shared by the backend). Nothing is exported to disk and nothing beyond
+The graphs that read memory are captured once per number of held slots n = 0..S (S attended
+slots), over the first n slots of the memory buffers: no slot a graph sees is empty, so
+attention runs unmasked on SDPA's fused kernels (a boolean mask forces the slow ones), and the
+graphs are made when a session starts (`GraphSession.prepare`), not in its first blocks.
+Each session binds its own buffers, so each session captures its own graphs (graph memory from
+one pool shared by the backend: sessions never replay at the same time).
+
+Device placement is explicit: the networks, the wrappers' own buffers (MemoryWrite.keep_index)
+and every buffer a graph reads are on the backend's device; host-side tensors (actions, poses
+as given, frames out) cross only in the session, outside any capture. Nothing is exported to disk and nothing beyond
 PyTorch is needed. On CPU the runner calls the same modules eagerly over the same buffers: that
 is what the CPU tests compare with the plain PyTorch backend.
 """
@@ -29,7 +37,10 @@ from runtime.backends.graph_session import GraphSession
 from worldmodel.bundle import WorldModel
 from worldmodel.config import apply_overrides
 
-WARMUP_CALLS = 2  # eager calls on a side stream before capture (lazy inits, cuBLAS workspaces)
+# Eager calls on a side stream before a capture (lazy inits, cuBLAS workspaces, cuDNN plans):
+# two before a graph's first capture, one before each further variant (a new memory size makes
+# new attention plans, nothing else).
+WARMUP_CALLS = 2
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -47,11 +58,17 @@ class TorchGraphRunner:
         self.capture = device.type == "cuda"
         self.pool = torch.cuda.graph_pool_handle() if self.capture else None
         self.captured = 0
+        self.warmed: set[str] = set()
+
+    prefix_memory = True  # the wrappers are built with all_valid=True (see graph_session.py)
 
     def bind(self, graph: str, tensors: dict[str, torch.Tensor]):
         module = self.modules[graph]
         args = [tensors[name] for name in self.inputs[graph]]
         outs = [tensors[name] for name in OUTPUTS[graph]]
+        misplaced = [n for n, t in tensors.items() if t.device != self.device]
+        if misplaced:
+            raise ValueError(f"graph {graph}: buffers {misplaced} are not on {self.device}")
 
         def run_eager():
             with torch.no_grad():
@@ -64,9 +81,10 @@ class TorchGraphRunner:
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
-            for _ in range(WARMUP_CALLS):
+            for _ in range(1 if graph in self.warmed else WARMUP_CALLS):
                 run_eager()
         torch.cuda.current_stream(self.device).wait_stream(side)
+        self.warmed.add(graph)
         cuda_graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(cuda_graph, pool=self.pool):
             run_eager()
@@ -78,7 +96,7 @@ def probe_manifest(model: WorldModel, layout: MemoryLayout, wrappers: dict[str, 
                    device: torch.device) -> tuple[dict, dict[str, list[str]]]:
     """The graphs' inputs and outputs as manifest entries (what `magworld export` writes), found by
     running each wrapper once on example inputs. Returns (graphs, input names per graph)."""
-    examples = example_inputs(model.config, layout, dtype)
+    examples = example_inputs(model.config, layout, dtype, device=device)
     graphs, names = {}, {}
     for name, module in wrappers.items():
         feeds = dict(examples[name])
@@ -141,7 +159,7 @@ class CudaGraphBackend(Backend):
         layout = MemoryLayout.of(config, self.model.memory_model is not None)
         key = (layout.strategy, layout.slots, tuple(layout.kept_frames), layout.writer)
         if key not in self.plans:
-            wrappers = build_wrappers(self.model, layout, self.dtype)
+            wrappers = build_wrappers(self.model, layout, self.dtype, self.device, all_valid=True)
             graphs, inputs = probe_manifest(self.model, layout, wrappers, self.dtype, self.device)
             manifest = {"precision": self.precision, "config": config.to_dict(), "memory": vars(layout),
                         "graphs": graphs}
@@ -154,4 +172,7 @@ class CudaGraphBackend(Backend):
 
     def new_session(self, strategy=None, capacity=None, attention_budget=None, seed=0):
         manifest, runner = self.plan(strategy, capacity, attention_budget)
-        return GraphSession(runner, manifest, self.prompts, strategy, capacity, attention_budget, seed)
+        session = GraphSession(runner, manifest, self.prompts, strategy, capacity, attention_budget, seed)
+        if runner.capture:
+            session.prepare()  # capture now: a capture inside a session's first blocks would show in its latency
+        return session

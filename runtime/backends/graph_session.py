@@ -8,6 +8,11 @@ output buffers, bound once (IO binding / tensor addresses), so tensors stay on t
 
     per block:  gather attended slots -> memory_k/v/valid buffers (padded with invalid slots)
                 4 x generator_step  ->  memory_write  ->  KVMemory.write  ->  decoder
+
+A runner with `prefix_memory` (the cudagraph backend) gets no padding: the gathered slots are
+the first n of the buffers, and each graph that reads memory is bound once per n = 0..S over the
+views memory_k[:, :, :n] (one CUDA graph each, made by `prepare`), so attention never needs a
+mask and takes the fused kernels. The variants of one graph share its other buffers.
 """
 
 from __future__ import annotations
@@ -30,8 +35,14 @@ TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": 
                 "int64": torch.int64, "int32": torch.int32, "bool": torch.bool, "uint8": torch.uint8}
 
 
+MEMORY_INPUTS = ("memory_k", "memory_v", "memory_valid")
+
+
 class GraphRunner(Protocol):
-    """What a backend provides: graphs that read and write caller-owned device buffers."""
+    """What a backend provides: graphs that read and write caller-owned device buffers.
+
+    A runner may also set `prefix_memory = True`: its graphs ignore memory_valid and take memory
+    inputs that hold only slots with data (see the module docstring)."""
 
     device: torch.device
 
@@ -40,18 +51,24 @@ class GraphRunner(Protocol):
         that runs the graph on them. Buffers must stay alive and in place while bound."""
 
 
+def allocate(entry: dict, shared: dict[str, torch.Tensor], device: torch.device) -> tuple[dict, dict]:
+    """(inputs, outputs) buffers of a manifest graph entry, by name; names in `shared` (the
+    memory inputs, one buffer for every graph that reads memory) are taken from it."""
+    def alloc(spec):
+        if spec["name"] in shared:
+            return shared[spec["name"]]
+        return torch.zeros(spec["shape"], dtype=TORCH_DTYPES[spec["dtype"]], device=device)
+
+    return {s["name"]: alloc(s) for s in entry["inputs"]}, {s["name"]: alloc(s) for s in entry["outputs"]}
+
+
 class BoundGraph:
-    """A graph's input/output buffers (allocated from the manifest) and the call that runs it."""
+    """A graph bound to its input/output buffers, and the call that runs it."""
 
-    def __init__(self, runner: GraphRunner, name: str, entry: dict, shared: dict[str, torch.Tensor]):
-        def alloc(spec):
-            if spec["name"] in shared:  # the memory inputs: one buffer for every graph that reads memory
-                return shared[spec["name"]]
-            return torch.zeros(spec["shape"], dtype=TORCH_DTYPES[spec["dtype"]], device=runner.device)
-
-        self.inputs = {s["name"]: alloc(s) for s in entry["inputs"]}
-        self.outputs = {s["name"]: alloc(s) for s in entry["outputs"]}
-        self.run = runner.bind(name, {**self.inputs, **self.outputs})
+    def __init__(self, runner: GraphRunner, name: str, inputs: dict[str, torch.Tensor],
+                 outputs: dict[str, torch.Tensor]):
+        self.inputs, self.outputs = inputs, outputs
+        self.run = runner.bind(name, {**inputs, **outputs})
 
     def __call__(self, **feeds: torch.Tensor) -> dict[str, torch.Tensor]:
         """Copy `feeds` into the input buffers (casting), run, return the output buffers (reused
@@ -82,8 +99,11 @@ class GraphSession(EngineSession):
                               device=self.device)
             for name in ("memory_k", "memory_v", "memory_valid")
         }
-        self.graphs = {name: BoundGraph(runner, name, entry, self.memory_inputs)
-                       for name, entry in manifest["graphs"].items()}
+        self.runner = runner
+        self.prefix = bool(getattr(runner, "prefix_memory", False))
+        self.io = {name: allocate(entry, self.memory_inputs, self.device) for name, entry in manifest["graphs"].items()}
+        self.bound: dict[tuple[str, int | None], BoundGraph] = {}  # (graph, n held slots or None) -> bound graph
+        self.held = 0  # slots gathered into the memory inputs (the first `held` of them)
         self.slots = exported["slots"]
         self.memory = KVMemory(self.cfg, config.memory.capacity_frames, 1, self.memory_inputs["memory_k"].dtype,
                                self.device)
@@ -91,6 +111,27 @@ class GraphSession(EngineSession):
         self.sigmas = step_sigmas(config.sampler)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self._next_frame = 0
+
+    def graph(self, name: str, held: int | None = None) -> BoundGraph:
+        """Graph `name` bound for the memory as gathered now (or for `held` slots), bound on
+        first use: with a prefix-memory runner one binding (one CUDA graph) per number of held
+        slots, over views of the shared memory buffers; otherwise one binding."""
+        reads_memory = "memory_k" in self.io[name][0]
+        n = (self.held if held is None else held) if self.prefix and reads_memory else None
+        if (name, n) not in self.bound:
+            inputs, outputs = self.io[name]
+            if n is not None:
+                inputs = {**inputs, **{k: v[:, :, :n] if v.dim() > 1 else v[:n]
+                                       for k, v in self.memory_inputs.items()}}
+            self.bound[(name, n)] = BoundGraph(self.runner, name, inputs, outputs)
+        return self.bound[(name, n)]
+
+    def prepare(self) -> None:
+        """Bind (capture) every graph for every number of held slots now, so that no block of
+        the session pays for a capture later."""
+        for name in self.io:
+            for n in (range(self.slots + 1) if self.prefix else [None]):
+                self.graph(name, n)
 
     def _check_layout(self, exported: dict, config: WorldModelConfig) -> None:
         """The graphs were made for one strategy and S attended slots: refuse what they cannot run."""
@@ -145,7 +186,7 @@ class GraphSession(EngineSession):
             raise ValueError(f"observe needs a whole number of blocks of {bf} frames, got {n}")
         for i in range(0, n, bf):
             a, p = self._check(actions[i:i + bf][None], None if poses is None else poses[i:i + bf][None])
-            latents = self.graphs["encoder"](frames=torch.from_numpy(np.ascontiguousarray(frames[i:i + bf])))["latents"]
+            latents = self.graph("encoder")(frames=torch.from_numpy(np.ascontiguousarray(frames[i:i + bf])))["latents"]
             self._gather(self.strategy.attend_slots(self.memory, Rollout._query_pose(p)))
             self._write(latents.float()[None], a, self._positions(), p)
 
@@ -162,7 +203,7 @@ class GraphSession(EngineSession):
         bf = cfg.block_frames
         pos = torch.arange(frame - bf + 1, frame + 1, device=self.device)
         actions = torch.zeros(1, bf, cfg.action_dim, device=self.device)
-        graph, net = ("memory_step", "memory_model") if "memory_step" in self.graphs else ("generator_step", "generator")
+        graph, net = ("memory_step", "memory_model") if "memory_step" in self.io else ("generator_step", "generator")
         noise = torch.randn((1, bf, cfg.latent_channels, cfg.latent_height, cfg.latent_width),
                             generator=self.generator, device=self.device)
         return self._decode(self._denoise(graph, noise, actions, pos, self._prompt(net, None)))
@@ -219,9 +260,12 @@ class GraphSession(EngineSession):
         buf["memory_v"][:, :, :n].copy_(view.v)
         buf["memory_valid"].zero_()
         buf["memory_valid"][:n].copy_(view.valid)
+        if self.prefix and not view.all_valid:
+            raise ExportError("an attended slot holds no data; graphs made for held slots only cannot mask it")
+        self.held = n
 
     def _denoise(self, graph: str, noise, actions, pos, prompt) -> torch.Tensor:
-        step = self.graphs[graph]
+        step = self.graph(graph)
         feeds = {"actions": actions[None] if actions.dim() == 2 else actions, "frame_pos": pos}
         if prompt is not None:
             feeds["prompt"] = prompt
@@ -234,15 +278,16 @@ class GraphSession(EngineSession):
     def _write(self, x0, actions, pos, poses) -> None:
         keep = self.strategy.kept_frames()
         if keep:
-            out = self.graphs["memory_write"](x0=x0, actions=actions, frame_pos=pos)
-            frames = pos.cpu().numpy()[keep]
+            out = self.graph("memory_write")(x0=x0, actions=actions, frame_pos=pos)
+            # from the host's own counter: reading `pos` back would wait for the device
+            frames = np.arange(self._next_frame, self._next_frame + self.cfg.block_frames)[keep]
             p = None if poses is None else poses.numpy()[:, keep]
             slots, sink = self.strategy.choose_slots(self.memory, frames)
             self.memory.write(slots, out["k_new"], out["v_new"], frames, p, sink)
         self._next_frame += self.cfg.block_frames
 
     def _decode(self, x0) -> np.ndarray:
-        return self.graphs["decoder"](latents=x0[0])["frames"].cpu().numpy().copy()
+        return self.graph("decoder")(latents=x0[0])["frames"].cpu().numpy().copy()
 
 
 class GraphBackend(Backend):

@@ -6,14 +6,17 @@ set -euo pipefail
 export PYTHONUNBUFFERED=1
 if [ -n "${DRY_RUN:-}" ]; then
   export PYTHONPATH=$PWD
-elif [ -d .whl ] && [ -z "${SKIP_WHEELS:-}" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+elif [ -d "${WHEELS:=.whl}" ] && [ -z "${SKIP_WHEELS:-}" ]; then
+  # WHEELS: the carried folder (default .whl; speed.sh needs only pyzmq, and the tracked tree
+  # with all three checkpoints leaves no room for ViZDoom under the 64 MiB that travels).
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl
   # ViZDoom travels as its wheel's files, xz-compressed without the example scenarios (22 MB
   # instead of the 39 MB wheel), so that it fits beside the shipped checkpoints.
-  for t in .whl/*-site.tar.xz; do [ -f "$t" ] && tar xJf "$t" -C /tmp/site; done
+  for t in "$WHEELS"/*-site.tar.xz; do [ -f "$t" ] && tar xJf "$t" -C /tmp/site; done
   export PYTHONPATH=/tmp/site:$PWD
 else
-  export PYTHONPATH=$PWD
+  # keeps a caller's path (speed.sh runs test.sh with SKIP_WHEELS=1 after unpacking them itself)
+  export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
 OUT=${OUT:-/tmp/out}
 RUNS=${RUNS:-/tmp/runs}

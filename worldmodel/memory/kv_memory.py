@@ -156,10 +156,15 @@ class KVMemory:
         self._counter += n
 
     def view(self, slots=None) -> MemoryView:
-        """What the generator attends to: every slot (None) or the given slot indices, in order.
-        Gathering a fixed number of slots keeps shapes static whatever the history length."""
+        """What the generator attends to: every held slot (None; in slot order) or the given
+        slot indices, in order. Empty slots are left out rather than masked: with every slot
+        valid, attention needs no mask and SDPA takes its fused kernels (a boolean mask forces
+        the slow ones). When every slot is held, the buffers themselves are the view (no copy)."""
         if slots is None:
-            return MemoryView(self.k, self.v, self.valid, all_valid=bool((self.frame >= 0).all()))
+            held = self.frame >= 0
+            if held.all():
+                return MemoryView(self.k, self.v, self.valid, all_valid=True)
+            slots = np.flatnonzero(held)
         slots = np.asarray(slots, dtype=np.int64)
         idx = torch.as_tensor(slots, device=self.device)
         return MemoryView(self.k.index_select(2, idx), self.v.index_select(2, idx), self.valid.index_select(0, idx),

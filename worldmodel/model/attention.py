@@ -89,3 +89,28 @@ class CrossAttention(nn.Module):
         k = self.norm_k(self.k(context)).view(b, -1, self.heads, self.head_dim)
         v = self.v(context).view(b, -1, self.heads, self.head_dim)
         return self.o(attend(q, k, v).flatten(2))
+
+
+SDPA_BACKENDS = ("auto", "cudnn", "flash", "efficient", "math")
+
+
+def sdpa_preference(name: str):
+    """A context in which SDPA tries backend `name` first (cuDNN's fused attention is faster than
+    flash on Hopper for long sequences; which one wins is measured, not assumed: `magworld bench
+    generate --attention`), falling back to the others where it cannot run a shape. "auto" keeps
+    PyTorch's own order. It holds for CUDA-graph captures made inside it too."""
+    import contextlib
+
+    if name == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    order = {"cudnn": SDPBackend.CUDNN_ATTENTION, "flash": SDPBackend.FLASH_ATTENTION,
+             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+    if name not in order:
+        raise ValueError(f"unknown attention backend {name!r}; choose one of {', '.join(SDPA_BACKENDS)}")
+    first = order[name]
+    try:
+        return sdpa_kernel([first, *(b for b in order.values() if b != first)], set_priority=True)
+    except TypeError:  # torch < 2.6 has no priority order: only that backend
+        return sdpa_kernel([first])
