@@ -132,7 +132,7 @@ def full_state(trainer):
 
 def test_resume_with_the_discriminator_continues_bit_for_bit(tmp_path):
     snapshot = tmp_path / "at_step_2"
-    extra = {"stats_frames": 6, "adv_start": 1, **GAN}  # step 0 without the GAN, then with it
+    extra = {"stats_frames": 6, "adv_start": 1, **GAN}  # step 0: the discriminator alone; then both
     straight = make_trainer(options(tmp_path / "a", max_steps=4, checkpoint_every_steps=2, extra=extra), CPU,
                             snapshotting_trainer(2, snapshot))
     straight.run()

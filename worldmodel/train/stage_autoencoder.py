@@ -7,9 +7,10 @@ posterior mean are measured on data with the EMA weights and stored as `latent_s
 `latent_scale`, so the shipped autoencoder's `encode` gives ~unit-variance latents.
 
 Sharpness (`--adv-weight W > 0`): + W * adaptive weight * the hinge adversarial loss of a
-PatchGAN discriminator trained from scratch alongside, from step `--adv-start` on
-(discriminator.py). The discriminator and its optimizer are checkpointed with the run (resume
-stays exact) but are not shipped: `train package` takes only `autoencoder`.
+PatchGAN discriminator trained from scratch alongside (discriminator.py), from step
+`--adv-start` on; the discriminator itself trains from step 0. It and its optimizer are
+checkpointed with the run (resume stays exact) but not shipped: `train package` takes only
+`autoencoder`.
 
 Decoder fine-tune (`--init RUN --decoder-only`, GameNGen's recipe): the encoder and the latent
 statistics stay exactly those of RUN, so its latents -- and every latent cache and transformer
@@ -69,7 +70,8 @@ class AutoencoderStage(Stage):
         parser.add_argument("--adv-weight", type=float, default=0.0,
                             help="weight of the adversarial (PatchGAN, hinge) loss; 0: no discriminator (default 0)")
         parser.add_argument("--adv-start", type=int, default=0,
-                            help="step from which the discriminator trains and the adversarial term is on (default 0)")
+                            help="step from which the adversarial term joins the decoder's loss; the discriminator "
+                                 "trains from step 0 (default 0)")
         parser.add_argument("--adv-weighting", choices=["adaptive", "fixed"], default="adaptive",
                             help="adaptive: --adv-weight x the ratio of the reconstruction and adversarial gradient "
                                  "norms at the decoder's last layer (VQGAN); fixed: --adv-weight as is (default adaptive)")
@@ -172,11 +174,12 @@ class AutoencoderStage(Stage):
         psnr = 10 * torch.log10(4.0 / l2.detach().clamp_min(1e-12))  # peak-to-peak 2 on [-1, 1]
         metrics = {"loss": loss.detach(), "l1": l1.detach(), "l2": l2.detach(), "edge": edge.detach(),
                    "kl": out.kl.detach(), "psnr": psnr, "grad_norm": grad_norm}
-        if self.discriminator is not None:  # zeros before --adv-start, so every logged row has the columns
-            zero = torch.zeros((), device=self.device)
-            metrics.update({"adv": zero, "adv_weight": zero, "d_loss": zero, "d_real": zero, "d_fake": zero})
-            if adversarial:
-                metrics.update({"adv": adv.detach(), "adv_weight": weight, **self.discriminator_step(x, rec.detach())})
+        if self.discriminator is not None:
+            # The discriminator trains from step 0, so that it is already a judge of this decoder's
+            # blur when its verdict joins the decoder's loss at --adv-start.
+            zero = torch.zeros((), device=self.device)  # before --adv-start: every row has the columns
+            metrics.update({"adv": adv.detach() if adversarial else zero, "adv_weight": weight if adversarial else zero,
+                            **self.discriminator_step(x, rec.detach())})
         return metrics
 
     def adversarial_term(self, rec_loss: torch.Tensor, rec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
