@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PENDING = {
     "session5a.sh": ["bench generate", "bench serve", "train direct-forcing", "train dmd", "eval next-block"],
     "session5b.sh": ["train memory", "eval memory", "train memorypack", "train package", "eval revisit"],
+    "session_ae_gan.sh": ["data record", "eval autoencoder", "train autoencoder"],
 }
 
 
