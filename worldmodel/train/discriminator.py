@@ -25,7 +25,7 @@ ADAPTIVE_MAX = 1e4  # VQGAN's clamp: keeps the weight finite while the adversari
 @dataclass
 class DiscriminatorConfig:
     channels: int = 64  # of the first conv; doubled per stride-2 layer up to 8x
-    layers: int = 3  # stride-2 convs: 3 gives the 70x70-pixel receptive field of pix2pix
+    layers: int = 3  # stride-2 convs: 3 give each logit a 62x62-pixel receptive field (pix2pix: 70x70)
 
 
 class PatchDiscriminator(nn.Module):
