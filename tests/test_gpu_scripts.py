@@ -16,6 +16,7 @@ PENDING = {
     "session5b.sh": ["train memory", "eval memory", "train memorypack", "train package", "eval revisit"],
     "speed.sh": ["bench generate", "bench serve"],
     "test.sh": [],
+    "session_ae_gan.sh": ["data record", "eval autoencoder", "train autoencoder"],
 }
 
 

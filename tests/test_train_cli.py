@@ -41,6 +41,8 @@ def test_train_resume_and_evaluate(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["frames"] == 6 and 0 < result["psnr_mean"] < 100 and -1 <= result["ssim_mean"] <= 1
     assert result["lpips"] is None
+    assert result["sharpness_true"] > 0 and result["sharpness_reconstruction"] >= 0
+    assert result["sharpness_ratio"] == pytest.approx(result["sharpness_reconstruction"] / result["sharpness_true"])
 
     out = tmp_path / "ae.json"
     assert main(["eval", "autoencoder", "--checkpoint", str(run / "checkpoint"), "--data", "synthetic",

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save
 
 LIMIT = 16 * 2**20
-SKIP = ("fake_score",)  # training-only networks are not brought back
+SKIP = ("fake_score", "discriminator")  # training-only networks are not brought back
 
 
 def main(out: str, *runs: str) -> None:

@@ -1,4 +1,4 @@
-"""`magworld eval autoencoder`: reconstruction PSNR / SSIM of a trained autoencoder on a dataset split."""
+"""`magworld eval autoencoder`: reconstruction PSNR / SSIM and sharpness of a trained autoencoder on a split."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 
 
 def register(sub):
-    p = sub.add_parser("autoencoder", help="reconstruction PSNR/SSIM of an autoencoder checkpoint",
-                       description="magworld eval autoencoder: encode and decode frames of a split; report PSNR and SSIM.")
+    p = sub.add_parser("autoencoder", help="reconstruction PSNR/SSIM and sharpness of an autoencoder checkpoint",
+                       description="magworld eval autoencoder: encode and decode frames of a split; report PSNR, SSIM "
+                       "and the sharpness (Laplacian variance) of the reconstructions against the true frames.")
     p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint directory or training run directory")
     p.add_argument("--data", required=True, help="dataset directory (or 'synthetic')")
     p.add_argument("--split", default="heldout", help="dataset split (default: heldout)")
@@ -38,8 +39,11 @@ def run(args) -> int:
     clips = dataset_factory(args.data, args.split, config, info)(config.model.block_frames, args.seed)
     result = {"checkpoint": str(directory), "data": str(args.data), "split": args.split,
               **evaluate_autoencoder(model, clips, args.max_frames, args.batch_frames, device)}
-    table = (f"{'split':<10} {'frames':>7} {'PSNR dB':>8} {'SSIM':>7}\n"
-             f"{args.split:<10} {result['frames']:>7} {result['psnr_mean']:>8.2f} {result['ssim_mean']:>7.4f}\n"
+    table = (f"{'split':<10} {'frames':>7} {'PSNR dB':>8} {'SSIM':>7} {'sharp rec':>10} {'sharp true':>10} {'ratio':>6}\n"
+             f"{args.split:<10} {result['frames']:>7} {result['psnr_mean']:>8.2f} {result['ssim_mean']:>7.4f} "
+             f"{result['sharpness_reconstruction']:>10.1f} {result['sharpness_true']:>10.1f} "
+             f"{result['sharpness_ratio']:>6.3f}\n"
+             "(sharpness: Laplacian variance of the frames; ratio = reconstructions / true frames, 1 = as sharp)\n"
              "(LPIPS not reported: its pretrained weights are not available offline)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
