@@ -176,3 +176,13 @@ def test_an_undamaged_sharded_checkpoint_still_loads(good, tmp_path):
     assert len(list(d.glob("generator-*-of-*.safetensors"))) >= 2
     a, b = WorldModel.load(good).generator.state_dict(), WorldModel.load(d).generator.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_damaged_export_manifest_is_one_line(tmp_path):
+    from export.manifest import MANIFEST_FILE, ExportError, load_manifest
+
+    for text in ("{", "[]", '{"format": "other"}'):
+        (tmp_path / MANIFEST_FILE).write_text(text)
+        with pytest.raises(ExportError) as e:
+            load_manifest(tmp_path)
+        assert MANIFEST_FILE in str(e.value) and "\n" not in str(e.value)
