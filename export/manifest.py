@@ -109,9 +109,13 @@ def load_manifest(directory: str | Path) -> dict:
     path = Path(directory) / MANIFEST_FILE
     if not path.is_file():
         raise ExportError(f"{directory} is not a magworld export: no {MANIFEST_FILE} (make one with `magworld export`)")
-    manifest = json.loads(path.read_text())
-    if manifest.get("format") != FORMAT:
-        raise ExportError(f"{path} has format {manifest.get('format')!r}; this magworld reads {FORMAT!r} (re-export)")
+    try:
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExportError(f"{path}: not valid JSON ({e}); export again with `magworld export`") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ExportError(f"{path} has format {found!r}; this magworld reads {FORMAT!r} (re-export)")
     return manifest
 
 

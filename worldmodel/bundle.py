@@ -33,19 +33,30 @@ class WorldModel:
 
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "WorldModel":
-        """Load a checkpoint directory (safetensors only; never pickle)."""
+        """Load a checkpoint directory (safetensors only; never pickle).
+
+        A damaged directory fails here, in one line (CheckpointError), before anything large is
+        allocated: the config is checked against `device`'s memory (worldmodel/footprint.py),
+        every weights file's header against the networks the config builds, then every weight
+        for NaN and infinity."""
+        from worldmodel.footprint import check_fits
         from worldmodel.train import checkpoint as ckpt
 
         directory = ckpt.resolve_checkpoint(directory)
         config = ckpt.load_config(directory)
-        ae = ckpt.load_module(Autoencoder(config.autoencoder), directory, "autoencoder")
-        gen = ckpt.load_module(CausalDiT(config.model), directory, "generator")
-        mem = None
-        if any(Path(directory).glob("memory_model*.safetensors")):
-            mem = ckpt.load_module(CausalDiT(config.model), directory, "memory_model")
+        has_mem = any(Path(directory).glob("memory_model*.safetensors"))
+        has_pack = any(Path(directory).glob("semantic_pack*.safetensors"))
+        try:
+            config.check_consistent()
+            check_fits(config, device, has_mem, has_pack)
+        except ValueError as e:
+            raise ckpt.CheckpointError(f"{directory / ckpt.CONFIG_FILE}: {e}") from None
+        ae = ckpt.build_and_load(lambda: Autoencoder(config.autoencoder), directory, "autoencoder")
+        gen = ckpt.build_and_load(lambda: CausalDiT(config.model), directory, "generator")
+        mem = ckpt.build_and_load(lambda: CausalDiT(config.model), directory, "memory_model") if has_mem else None
         pack = None
-        if any(Path(directory).glob("semantic_pack*.safetensors")):
-            pack = ckpt.load_module(SemanticPack(config.model, config.memory), directory, "semantic_pack")
+        if has_pack:
+            pack = ckpt.build_and_load(lambda: SemanticPack(config.model, config.memory), directory, "semantic_pack")
         return cls(config, ae, gen, mem, pack).to(device).eval()
 
     @classmethod

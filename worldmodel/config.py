@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,15 @@ class AutoencoderConfig:
     max_channels: int = 256
     res_blocks: int = 1  # residual blocks per resolution stage
     kl_weight: float = 1e-6  # weight of the KL regulariser on the latent (a near-deterministic VAE)
+
+    def __post_init__(self):
+        _at_least(self, "autoencoder", 1, "frame_height", "frame_width", "latent_channels", "base_channels",
+                  "max_channels", "downsample")
+        _at_least(self, "autoencoder", 0, "res_blocks")
+        if self.downsample & (self.downsample - 1):
+            raise ValueError(f"autoencoder.downsample must be a power of two, got {self.downsample}")
+        if not (math.isfinite(self.kl_weight) and self.kl_weight >= 0):
+            raise ValueError(f"autoencoder.kl_weight must be a finite number >= 0, got {self.kl_weight}")
 
     @property
     def latent_height(self) -> int:
@@ -71,6 +82,16 @@ class ModelConfig:
 
     def __post_init__(self):
         self.patch = tuple(self.patch)
+        _at_least(self, "model", 1, "latent_channels", "latent_height", "latent_width", "dim", "heads", "layers",
+                  "ffn_dim", "freq_dim", "block_frames", "text_dim", "text_tokens")
+        _at_least(self, "model", 0, "num_scenes")
+        if (self.action_dim, self.pose_dim) != (ACTION_DIM, POSE_DIM):
+            raise ValueError(f"model.action_dim and model.pose_dim must be {ACTION_DIM} and {POSE_DIM} "
+                             f"(worldmodel/actions.py), got {self.action_dim} and {self.pose_dim}")
+        if len(self.patch) != 3 or min(self.patch) < 1:
+            raise ValueError(f"model.patch must be 3 integers >= 1 (time, height, width), got {self.patch}")
+        if not (self.eps > 0 and self.rope_theta > 0 and math.isfinite(self.eps) and math.isfinite(self.rope_theta)):
+            raise ValueError(f"model.eps and model.rope_theta must be finite and > 0, got {self.eps}, {self.rope_theta}")
         if self.patch[0] != 1:
             raise ValueError(f"patch[0] (time) must be 1 for frame-autoregressive generation, got {self.patch}")
         if self.latent_height % self.patch[1] or self.latent_width % self.patch[2]:
@@ -108,6 +129,12 @@ class SamplerConfig:
 
     def __post_init__(self):
         self.timesteps = tuple(int(t) for t in self.timesteps)
+        _at_least(self, "sampler", 1, "num_train_timesteps", "teacher_steps")
+        if not self.timesteps or not all(0 < t <= self.num_train_timesteps for t in self.timesteps):
+            raise ValueError(f"sampler.timesteps must be a non-empty list in (0, {self.num_train_timesteps}], "
+                             f"got {list(self.timesteps)}")
+        if not (math.isfinite(self.shift) and self.shift > 0):
+            raise ValueError(f"sampler.shift must be a finite number > 0, got {self.shift}")
 
 
 @dataclass
@@ -126,6 +153,7 @@ class MemoryConfig:
     pack_heads: int = 4
 
     def __post_init__(self):
+        _at_least(self, "memory", 0, "capacity_frames", "window_frames", "sink_frames", "attention_budget")
         if min(self.pack_tokens, self.pack_layers, self.pack_heads) < 1:
             raise ValueError(
                 f"pack_tokens, pack_layers and pack_heads must be >= 1, got "
@@ -145,6 +173,16 @@ class WorldModelConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
 
+    def check_consistent(self) -> None:
+        """Raise ValueError unless the autoencoder's latents are what the model takes (required to
+        run a model; a stage that trains the autoencoder alone may change one side only)."""
+        a, m = self.autoencoder, self.model
+        if (a.latent_channels, a.latent_height, a.latent_width) != (m.latent_channels, m.latent_height, m.latent_width):
+            raise ValueError(
+                f"the autoencoder makes latents of {a.latent_channels}x{a.latent_height}x{a.latent_width} "
+                f"(channels x height x width, from {a.frame_height}x{a.frame_width} frames / {a.downsample}) but the "
+                f"model takes {m.latent_channels}x{m.latent_height}x{m.latent_width}")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -157,21 +195,66 @@ class WorldModelConfig:
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown config sections {sorted(unknown)}; expected {sorted(known)}")
+        if not isinstance(d.get("name", ""), str):
+            raise ValueError(f"config name must be a string, got {d['name']!r}")
         return cls(
             name=d.get("name", "custom"),
-            autoencoder=_build(AutoencoderConfig, d.get("autoencoder", {})),
-            model=_build(ModelConfig, d.get("model", {})),
-            sampler=_build(SamplerConfig, d.get("sampler", {})),
-            memory=_build(MemoryConfig, d.get("memory", {})),
+            autoencoder=_build(AutoencoderConfig, "autoencoder", d.get("autoencoder", {})),
+            model=_build(ModelConfig, "model", d.get("model", {})),
+            sampler=_build(SamplerConfig, "sampler", d.get("sampler", {})),
+            memory=_build(MemoryConfig, "memory", d.get("memory", {})),
         )
 
 
-def _build(cls, d: dict[str, Any]):
+def _build(cls, section: str, d: dict[str, Any]):
+    if not isinstance(d, dict):
+        raise ValueError(f"config section {section!r} must be an object of fields, got {d!r}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(d) - known
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields {sorted(unknown)}; expected some of {sorted(known)}")
+    hints = typing.get_type_hints(cls)
+    for name, value in d.items():
+        if not _has_type(value, hints[name]):
+            raise ValueError(f"{section}.{name} must be {_type_words(hints[name])}, got {value!r}")
     return cls(**d)
+
+
+# A config file may be damaged or hostile: every value is checked against its field's type (a
+# width of "32" would fail much later, deep in a convolution) and its range (a frame height of 0
+# builds a model that fails every request).
+
+
+def _has_type(value, want) -> bool:
+    if want is bool:
+        return isinstance(value, bool)
+    if want is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if want is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if want is str:
+        return isinstance(value, str)
+    if typing.get_origin(want) is tuple:
+        args = typing.get_args(want)
+        item = args[0]
+        fixed = not (len(args) == 2 and args[1] is Ellipsis)
+        return (isinstance(value, (list, tuple)) and (not fixed or len(value) == len(args))
+                and all(_has_type(v, item) for v in value))
+    return True
+
+
+def _type_words(want) -> str:
+    if typing.get_origin(want) is tuple:
+        args = typing.get_args(want)
+        n = "a list of" if len(args) == 2 and args[1] is Ellipsis else f"a list of {len(args)}"
+        return f"{n} {_type_words(args[0])}s"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(want, str(want))
+
+
+def _at_least(config, section: str, low: int, *names: str) -> None:
+    for name in names:
+        if getattr(config, name) < low:
+            raise ValueError(f"{section}.{name} must be at least {low}, got {getattr(config, name)}")
 
 
 def _preset_tiny() -> WorldModelConfig:

@@ -296,11 +296,22 @@ class GraphBackend(Backend):
     def __init__(self, runner: GraphRunner, manifest: dict, export_dir: str | Path):
         from safetensors.torch import load_file
 
-        super().__init__(WorldModelConfig.from_dict(manifest["config"]))
+        from export.manifest import ExportError
+        from worldmodel.train.safetensors_header import read_header
+
+        try:
+            config = WorldModelConfig.from_dict(manifest["config"])
+        except (ValueError, TypeError) as e:
+            raise ExportError(f"{Path(export_dir) / 'manifest.json'}: config: {e}") from None
+        super().__init__(config)
         self.runner = runner
         self.manifest = manifest
         self.export_dir = Path(export_dir)
-        self.prompts = load_file(str(self.export_dir / manifest["prompts"])) if manifest.get("prompts") else {}
+        self.prompts = {}
+        if manifest.get("prompts"):
+            prompts = self.export_dir / Path(manifest["prompts"]).name  # never a path outside the export
+            read_header(prompts)  # a damaged file: one line naming it (DamagedFile), not the library's error
+            self.prompts = load_file(str(prompts))
 
     def bytes_per_slot(self) -> int:
         m = self.config.model

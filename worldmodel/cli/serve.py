@@ -68,7 +68,9 @@ def build_backend(args) -> tuple[object, str, str]:
 def run(args: argparse.Namespace) -> int:
     import zmq
 
+    from export.manifest import ExportError
     from runtime.server import Server, ServerOptions, check_endpoints
+    from worldmodel.train.checkpoint import CheckpointError
 
     opts = ServerOptions(
         bind=args.bind, pub=args.pub, max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout,
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
             torch.set_num_threads(args.threads)
         backend, name, device = build_backend(args)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, CheckpointError, ExportError) as e:  # a damaged checkpoint: one line, no server
         print(f"magworld serve: {e}", file=sys.stderr)
         return 2
     server = Server(backend, opts, model_name=name, device=device)

@@ -25,6 +25,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from worldmodel.data.shards import Episode, list_shards, open_arrays, read_shard_index
 from worldmodel.data.splits import split_of
+from worldmodel.data.validate import require_valid
 
 SPLITS = (None, "train", "heldout")
 
@@ -59,6 +60,7 @@ class ClipDataset(IterableDataset):
         if not (self.root / "dataset.json").is_file():
             raise FileNotFoundError(f"no dataset at {self.root}: expected {self.root / 'dataset.json'} "
                                     "(record one with `magworld data record`, format in docs/dataset.md)")
+        require_valid(self.root)  # what `magworld data check` refuses, training refuses in its words
         self.split, self.rank, self.world, self.seed = split, rank, world_size, seed
         self.episodes = episodes_of(self.root, split, clip_frames)
         self.epoch = 0

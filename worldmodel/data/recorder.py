@@ -7,11 +7,16 @@ frames. With the same settings (including `workers`) a recording is reproduced e
 Every frame's pose is checked against its action (`PoseCheck`): turn and look must change the
 angle and pitch exactly, and movement must match Doom's free-space momentum model unless a wall
 got in the way. The fractions are written into each episode's metadata.
+
+Workers and their engines die with the recorder, even a SIGKILLed one (`parent_watch`), so an
+interrupted recording stops writing at once; `frames_requested` in dataset.json lets
+`magworld data check` call what is left incomplete.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import queue as queue_module
 import time
 import traceback
@@ -21,6 +26,7 @@ import numpy as np
 
 from worldmodel.actions import ACTION_DIM
 from worldmodel.data.engine import TICRATE, DoomEngine, EngineSettings, predict_position
+from worldmodel.data.parent_watch import die_with_parent
 from worldmodel.data.policies import Policy
 from worldmodel.data.shards import ShardWriter, write_dataset_meta
 from worldmodel.data.splits import parse_map, scene_id, split_of, train_maps
@@ -91,7 +97,8 @@ def record_episode(engine: DoomEngine, policy: Policy, rng, max_frames: int):
     return np.stack(frames), np.stack(actions).astype(np.float32), np.stack(poses), segments, check
 
 
-def _worker(cfg: RecordConfig, worker: int, quota: int, queue) -> None:
+def _worker(cfg: RecordConfig, worker: int, quota: int, queue, parent_pid: int) -> None:
+    die_with_parent(parent_pid)  # before the engine starts, so that it joins the worker's group
     try:
         rng = np.random.default_rng([cfg.seed, worker])
         maps = [parse_map(m) for m in cfg.maps]
@@ -158,7 +165,8 @@ def record(cfg: RecordConfig, progress: bool = True) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     t0 = time.perf_counter()
-    procs = [ctx.Process(target=_worker, args=(cfg, w, q, queue), daemon=True) for w, q in enumerate(quotas) if q > 0]
+    procs = [ctx.Process(target=_worker, args=(cfg, w, q, queue, os.getpid()), daemon=True)
+             for w, q in enumerate(quotas) if q > 0]
     for p in procs:
         p.start()
     total, checks, done = 0, [], 0

@@ -1,4 +1,8 @@
-"""`magworld data check`: every problem in a dataset directory, in words a user can act on."""
+"""`magworld data check`: every problem in a dataset directory, in words a user can act on.
+
+Training refuses a dataset with any problem (`require_valid`, called by ClipDataset), with the
+same words.
+"""
 
 from __future__ import annotations
 
@@ -24,8 +28,10 @@ def check_dataset(root: str | Path) -> tuple[list[str], dict]:
         meta = read_dataset_meta(root)
     except FileNotFoundError:
         return [f"{root}: no dataset.json (is this a magworld dataset directory?)"], summary
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         return [f"{root}/dataset.json: not valid JSON ({e})"], summary
+    if not isinstance(meta, dict):
+        return [f"{root}/dataset.json: not a JSON object"], summary
     width, height = meta.get("width"), meta.get("height")
     if not isinstance(width, int) or not isinstance(height, int):
         problems.append(f"{root}/dataset.json: 'width' and 'height' must be integers, got {width!r}, {height!r}")
@@ -37,7 +43,22 @@ def check_dataset(root: str | Path) -> tuple[list[str], dict]:
         problems.append(f"{root}/shards: no complete shards")
     for shard in shards:
         problems += [f"shard {shard.name}: {p}" for p in _check_shard(shard, width, height, summary)]
+    # The recorder writes what was asked for before it starts: a recording that was killed or
+    # crashed has fewer frames, in shards that are each valid.
+    requested = meta.get("frames_requested")
+    if isinstance(requested, int) and not problems and summary["frames"] < requested:
+        problems.append(f"{root}: incomplete, {summary['frames']} of the {requested} frames requested "
+                        "(frames_requested in dataset.json); was the recording interrupted? Record it again, "
+                        "or lower frames_requested to accept what is there")
     return problems, summary
+
+
+def require_valid(root: str | Path) -> None:
+    """Raise ValueError (one line: the first problem, and how many more) if `check_dataset` finds any."""
+    problems, _ = check_dataset(root)
+    if problems:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise ValueError(f"dataset {root} is not valid: {problems[0]}{more}; `magworld data check {root}` lists them")
 
 
 def _check_shard(shard: Path, width, height, summary) -> list[str]:
@@ -46,8 +67,10 @@ def _check_shard(shard: Path, width, height, summary) -> list[str]:
         index = json.loads((shard / "shard.json").read_text())
     except FileNotFoundError:
         return ["shard.json is missing"]
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         return [f"shard.json is not valid JSON ({e})"]
+    if not isinstance(index, dict):
+        return ["shard.json is not a JSON object"]
     arrays = {}
     for key in ARRAYS:
         path = shard / f"{key}.npy"
@@ -56,8 +79,8 @@ def _check_shard(shard: Path, width, height, summary) -> list[str]:
             continue
         try:
             arrays[key] = np.load(path, mmap_mode="r")
-        except (ValueError, OSError) as e:
-            out.append(f"{key}.npy cannot be read as a .npy array ({e})")
+        except (ValueError, OSError, EOFError) as e:  # EOFError: an empty or truncated file
+            out.append(f"{key}.npy cannot be read as a .npy array ({e or 'the file is empty'})")
     if out:
         return out
     f, a, p = arrays["frames"], arrays["actions"], arrays["poses"]
@@ -86,12 +109,18 @@ def _check_shard(shard: Path, width, height, summary) -> list[str]:
         return out + ["shard.json lists no episodes"]
     expect = 0
     for i, ep in enumerate(episodes):
+        if not isinstance(ep, dict):
+            out.append(f"episode {i}: not a JSON object")
+            continue
         start, length = ep.get("start"), ep.get("length")
         if not isinstance(start, int) or not isinstance(length, int) or length < 1:
             out.append(f"episode {i}: 'start' and 'length' must be integers, length >= 1 (got {start!r}, {length!r})")
             continue
         if start != expect:
             out.append(f"episode {i}: starts at row {start}, expected {expect} (episodes must tile the shard in order)")
+        if not 0 <= start < n:
+            out.append(f"episode {i}: starts at row {start}, outside the shard's {n} rows")
+            break
         if np.any(a[start] != 0):
             out.append(f"episode {i}: its first action is {a[start].tolist()}; expected zeros (nothing led to frame 0)")
         if not isinstance(ep.get("scene", -1), int):

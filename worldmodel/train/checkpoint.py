@@ -21,9 +21,10 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -32,6 +33,7 @@ from torch import nn
 
 from worldmodel.config import WorldModelConfig
 from worldmodel.train.distributed import load_state
+from worldmodel.train.safetensors_header import DamagedFile, TensorEntry, read_header
 from worldmodel.train.tree_io import flatten, unflatten
 
 # Deployment limit per shipped weights file (hosting and plugin bundles cap file size).
@@ -148,7 +150,17 @@ def load_config(directory: str | Path) -> WorldModelConfig:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory} has no {CONFIG_FILE}; is it a magworld checkpoint directory?")
-    return WorldModelConfig.from_dict(json.loads(path.read_text()))
+    try:
+        return WorldModelConfig.from_dict(_read_json(path))
+    except (ValueError, TypeError) as e:  # a damaged or hand-edited file: say which, in one line
+        raise CheckpointError(f"{path}: {e}") from None
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
 
 
 def config_differences(saved: WorldModelConfig, current: WorldModelConfig, sections: list[str] | None = None) -> list[str]:
@@ -221,23 +233,80 @@ def save_weights(directory: str | Path, name: str, state: dict[str, torch.Tensor
     _atomic_write_text(directory / f"{name}.index.json", json.dumps(index, indent=1) + "\n")
 
 
-def load_weights(directory: str | Path, name: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """The state dict written by `save_weights` (single file or shards)."""
+def stored_shapes(directory: str | Path, name: str) -> dict[str, tuple[int, ...]]:
+    """{weight name: shape} of `<directory>/<name>` as `load_weights` would return it, read from the
+    file headers only (nothing is allocated). Raises CheckpointError naming any damaged file."""
     directory = Path(directory)
     single, index_path = directory / f"{name}.safetensors", directory / f"{name}.index.json"
     if single.is_file():
-        return load_file(str(single), device=str(device))
+        return {k: e.shape for k, e in _header(single).items()}
     if not index_path.is_file():
         have = sorted(p.name for p in directory.glob("*.safetensors"))
         raise CheckpointError(f"{directory} has no weights for {name!r} ({single.name}); it has {have}")
-    index = json.loads(index_path.read_text())
-    pieces: dict[str, torch.Tensor] = {}
-    for file in sorted(set(index["weight_map"].values())):
+    weight_map, split = _read_index(index_path, name)
+    headers = {}
+    for file in sorted(set(weight_map.values())):
         if not (directory / file).is_file():
             raise CheckpointError(f"shard {file} of {name!r} is missing from {directory}")
-        pieces.update(load_file(str(directory / file), device=str(device)))
-    for key, spec in index["split"].items():
-        pieces[key] = torch.cat([pieces.pop(p) for p in spec["parts"]]).reshape(spec["shape"])
+        headers[file] = _header(directory / file)
+    pieces = {}
+    for key, file in weight_map.items():
+        if key not in headers[file]:
+            raise CheckpointError(f"{index_path}: {key!r} is not in {file}")
+        pieces[key] = headers[file][key]
+    for key, spec in split.items():
+        parts = [pieces.pop(p, None) for p in spec["parts"]]
+        if any(p is None or len(p.shape) != 1 or p.dtype != parts[0].dtype for p in parts) \
+                or sum(p.numel for p in parts) != math.prod(spec["shape"]):
+            raise CheckpointError(f"{index_path}: the pieces of {key!r} do not make a tensor of shape {spec['shape']}")
+        pieces[key] = TensorEntry(parts[0].dtype, tuple(spec["shape"]))
+    return {k: e.shape for k, e in pieces.items()}
+
+
+def _header(path: Path):
+    try:
+        return read_header(path)
+    except DamagedFile as e:
+        raise CheckpointError(str(e)) from None
+
+
+def _read_index(path: Path, name: str) -> tuple[dict[str, str], dict[str, dict]]:
+    """(weight_map, split) of a shard index, checked: shard names are this model's own files in
+    the same directory (never a path elsewhere), split specs are shapes and lists of pieces."""
+    index = _read_json(path)
+    shard_name = re.compile(rf"{re.escape(name)}-\d{{5}}-of-\d{{5}}\.safetensors")
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    split = index.get("split", {}) if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and shard_name.fullmatch(v) for k, v in weight_map.items()):
+        raise CheckpointError(f"{path}: 'weight_map' must map weight names to {name}-NNNNN-of-MMMMM.safetensors files")
+    if not isinstance(split, dict) or not all(
+            isinstance(spec, dict) and isinstance(spec.get("shape"), list) and isinstance(spec.get("parts"), list)
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in spec["shape"])
+            and all(isinstance(p, str) for p in spec["parts"]) and spec["parts"] for spec in split.values()):
+        raise CheckpointError(f"{path}: 'split' must map weight names to {{shape: [ints], parts: [names]}}")
+    return weight_map, split
+
+
+def load_weights(directory: str | Path, name: str, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """The state dict written by `save_weights` (single file or shards). Every file's header is
+    checked first (`stored_shapes`), and every weight must be finite."""
+    directory = Path(directory)
+    stored_shapes(directory, name)
+    single, index_path = directory / f"{name}.safetensors", directory / f"{name}.index.json"
+    if single.is_file():
+        pieces = load_file(str(single), device=str(device))
+    else:
+        weight_map, split = _read_index(index_path, name)
+        pieces = {}
+        for file in sorted(set(weight_map.values())):
+            pieces.update(load_file(str(directory / file), device=str(device)))
+        for key, spec in split.items():
+            pieces[key] = torch.cat([pieces.pop(p) for p in spec["parts"]]).reshape(spec["shape"])
+    for key, t in pieces.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            where = single if single.is_file() else index_path
+            raise CheckpointError(f"{where}: weight {key!r} contains NaN or infinity (a diverged or damaged checkpoint)")
     return pieces
 
 
@@ -248,16 +317,23 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> N
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
               for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        lines = []
-        if shapes:
-            lines.append("shape mismatches: " + "; ".join(shapes[:5]) + (" ..." if len(shapes) > 5 else ""))
-        if missing:
-            lines.append(f"{len(missing)} weights missing from the checkpoint, e.g. {missing[:3]}")
-        if unexpected:
-            lines.append(f"{len(unexpected)} weights in the checkpoint that the model lacks, e.g. {unexpected[:3]}")
-        raise CheckpointError(f"{what} does not fit the model (was it made with another config?):\n  " + "\n  ".join(lines))
+    _check_fit({k: tuple(v.shape) for k, v in own.items()}, {k: tuple(v.shape) for k, v in state.items()}, what)
     load_state(module, state)  # whole tensors, sharded where the module is (FSDP)
+
+
+def _check_fit(own: dict[str, tuple], stored: dict[str, tuple], what: str) -> None:
+    missing = sorted(set(own) - set(stored))
+    unexpected = sorted(set(stored) - set(own))
+    shapes = [f"{k}: checkpoint {stored[k]}, model {own[k]}" for k in own if k in stored and stored[k] != own[k]]
+    if missing or unexpected or shapes:
+        parts = []
+        if shapes:
+            parts.append("shape mismatches: " + "; ".join(shapes[:5]) + (" ..." if len(shapes) > 5 else ""))
+        if missing:
+            parts.append(f"{len(missing)} weights missing from the checkpoint, e.g. {missing[:3]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} weights in the checkpoint that the model lacks, e.g. {unexpected[:3]}")
+        raise CheckpointError(f"{what} does not fit the model (was it made with another config?): " + " | ".join(parts))
 
 
 def load_module(module: nn.Module, directory: str | Path, name: str) -> nn.Module:
@@ -265,6 +341,17 @@ def load_module(module: nn.Module, directory: str | Path, name: str) -> nn.Modul
     device = next(iter(module.state_dict().values()), torch.empty(0)).device
     load_into(module, load_weights(directory, name, device=device), f"weights {name!r} in {directory}")
     return module
+
+
+def build_and_load(make: Callable[[], nn.Module], directory: str | Path, name: str) -> nn.Module:
+    """`make()` loaded with `<directory>/<name>` weights. The module is first built on the meta
+    device (no memory) and its weight names and shapes compared with the file headers, so that a
+    config that does not match its weights fails before the real module is allocated."""
+    with torch.device("meta"):
+        skeleton = make()
+    _check_fit({k: tuple(v.shape) for k, v in skeleton.state_dict().items()}, stored_shapes(directory, name),
+               f"weights {name!r} in {directory}")
+    return load_module(make(), directory, name)
 
 
 # --- training state ---------------------------------------------------------------------------
@@ -315,7 +402,8 @@ def load_training_state(directory: str | Path, rank: int) -> tuple[dict[str, Any
         j, s = training / f"{stem}.json", training / f"{stem}.safetensors"
         if not (j.is_file() and s.is_file()):
             raise CheckpointError(f"{directory} has no training state {stem!r} (expected {j} and {s})")
-        return unflatten(json.loads(j.read_text()), load_file(str(s)))
+        _header(s)
+        return unflatten(_read_json(j), load_file(str(s)))
 
     shared = read("state")
     world = shared.get("world_size", 1)
