@@ -196,8 +196,7 @@ class Client:
         """End the session (the server frees its memory). True if there was one."""
         if self.token is None:
             return False
-        h, _ = self.request({"op": "close"})
-        self.token = None
+        h, _ = self.request({"op": "close"})  # the token is kept: later requests hear "it was closed"
         return h["closed"]
 
 

@@ -94,7 +94,7 @@ def malformed(rng: random.Random, limit: int) -> tuple[list[bytes], str | None]:
         return [_j({"op": "observe", "shape": [3, H, W, 3], "dtype": "uint8", "actions": [[0] * 4] * n}),
                 bytes(3 * FRAME)], None
     if kind == 20:  # wrong protocol version
-        return [_j({"op": "info", "protocol": rng.choice([0, 2, "1", 1.5, None, True])})], P.UNSUPPORTED_VERSION
+        return [_j({"op": "info", "protocol": rng.choice([0, 1, 3, "2", 1.5, None, True])})], P.UNSUPPORTED_VERSION
     if kind == 21:  # bad ids
         return [_j({"op": "info", "id": rng.choice([{"a": 1}, [1], 1.5, "x" * 200, 2 ** 70, True])})], P.BAD_VALUE
     if kind == 22:  # reset start-frame fields without frames, scene on a bad step
@@ -130,10 +130,17 @@ def test_fuzz(server):
         s.connect(server.endpoint)
     limit = rpc(strangers, [_j({"op": "info"})])[0]["limits"]["max_message_bytes"]
 
-    step = [_j({"op": "step", "actions": [[4.0, 1.0, 2.0, -1.0]] * B})]
+    tokens = {}
     for s in (victim, reference):
-        assert rpc(s, [_j({"op": "reset", "seed": 11})])[0]["status"] == "ok"
-        assert rpc(s, step)[0]["status"] == "ok"
+        head = rpc(s, [_j({"op": "reset", "seed": 11})])[0]
+        assert head["status"] == "ok"
+        tokens[s] = head["token"]
+
+    def step(s):
+        return [_j({"op": "step", "token": tokens[s], "actions": [[4.0, 1.0, 2.0, -1.0]] * B})]
+
+    for s in (victim, reference):
+        assert rpc(s, step(s))[0]["status"] == "ok"
 
     rng = random.Random(1234)
     codes = {}
@@ -149,11 +156,19 @@ def test_fuzz(server):
             except (ValueError, RecursionError):
                 pass
         sock = victim if i % 2 else strangers
+        if sock is victim:  # the victim's garbage carries its token, so it reaches its session
+            try:
+                head = json.loads(parts[0])
+                if isinstance(head, dict) and head.get("op") not in ("reset", None):
+                    head["token"] = tokens[victim]
+                    parts = [json.dumps(head).encode()] + parts[1:]
+            except (ValueError, RecursionError, UnicodeDecodeError):
+                pass
         reply, payload = rpc(sock, parts)
         assert reply["status"] == "error", (parts[0][:200], reply)
         code = reply["error"]["code"]
         assert code in P.ERROR_CODES and reply["error"]["message"], reply
-        if want is not None and not (sock is strangers and code == P.NO_SESSION):
+        if want is not None and not (sock is strangers and code == P.NO_TOKEN):
             assert code == want, (parts[0][:200], reply)
         assert payload == []
         if sent_id is not None and len(parts[0]) <= P.MAX_HEADER_BYTES:
@@ -163,10 +178,10 @@ def test_fuzz(server):
     assert server.alive()
     assert sum(codes.values()) == MESSAGES and len(codes) >= 7, codes  # many different checks were reached
     # The fuzzed session is exactly where a never-fuzzed one is.
-    (hv, fv), (hr, fr) = rpc(victim, step), rpc(reference, step)
+    (hv, fv), (hr, fr) = rpc(victim, step(victim)), rpc(reference, step(reference))
     assert hv["status"] == hr["status"] == "ok" and hv["first_frame"] == hr["first_frame"] == 3
     assert fv == fr
-    mv, mr = rpc(victim, [_j({"op": "memory"})])[0], rpc(reference, [_j({"op": "memory"})])[0]
+    mv, mr = (rpc(s, [_j({"op": "memory", "token": tokens[s]})])[0] for s in (victim, reference))
     for key in ("used", "next_frame", "slots", "evictions", "bytes_held"):
         assert mv[key] == mr[key], key
     for s in (victim, strangers, reference):
