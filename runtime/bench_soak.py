@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
             for a, b in zip(h["frames"], solo):
                 p = _psnr(a, b)
                 worst = min(worst, p)
-                mismatches += p < MATCH_PSNR
+                mismatches += int(p < MATCH_PSNR)
                 blocks += 1
         alive = proc.poll() is None
     finally:

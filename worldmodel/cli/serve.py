@@ -12,7 +12,7 @@ import tempfile
 def register(sub):
     p = sub.add_parser(
         "serve",
-        help="run the world-model server (ZeroMQ, protocol v1)",
+        help="run the world-model server (ZeroMQ, protocol v2)",
         description="magworld serve: load a checkpoint (autoencoder, generator, memory model) and serve "
         "generated frames to clients over ZeroMQ (docs/protocol.md). One session per client, each with "
         "its own rolling compressed memory. Binds loopback unless told otherwise; a remote bind needs "
