@@ -1,4 +1,4 @@
-"""Python client for the magworld server (protocol v1, docs/protocol.md).
+"""Python client for the magworld server (protocol v2, docs/protocol.md).
 
     with Client("tcp://127.0.0.1:5555") as c:
         info = c.info()
@@ -6,16 +6,20 @@
         block = c.step([[5.625, 0, 0, 0]] * info.block_size)   # block.frames: [B, H, W, 3] uint8
         c.close()                                               # frees the session's memory now
 
+Sessions: `reset` returns a token, and the client puts it in every later request by itself; the
+server knows the session by that token, not by the socket.
+
 Reliability is the Lazy Pirate pattern: a REQ socket, a timeout per request, and on a timeout the
-socket is closed and reopened with the *same* routing id (so the server still knows the session)
-and the request is sent again with the same `id`. The server answers a repeated request from its
-stored reply instead of running it twice, so a retried `step` never skips a block.
+socket is closed, a new one opened, and the request sent again with the same `id` (and token).
+The server answers a repeated request from its stored reply instead of running it twice, so a
+retried `step` never skips a block. `heartbeat()` asks whether the server (and the session) is alive.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -67,7 +71,8 @@ class Client:
         self.endpoint = endpoint
         self.timeout_ms = int(timeout_s * 1000)
         self.retries = retries
-        self.identity = identity or uuid.uuid4().hex.encode()  # stable across reconnects
+        self.identity = identity  # None: each socket gets its own (the session follows the token)
+        self.token: str | None = None  # the session's credential, from `reset`
         self.curve_server_key = curve_server_key
         self.curve_client_keys = curve_client_keys
         self.ctx = context or zmq.Context.instance()
@@ -80,7 +85,8 @@ class Client:
 
     def _connect(self) -> None:
         self.sock = self.ctx.socket(zmq.REQ)
-        self.sock.setsockopt(zmq.ROUTING_ID, self.identity)
+        if self.identity is not None:
+            self.sock.setsockopt(zmq.ROUTING_ID, self.identity)
         self.sock.setsockopt(zmq.LINGER, 0)
         if self.curve_server_key is not None:
             public, secret = self.curve_client_keys or zmq.curve_keypair()
@@ -92,6 +98,8 @@ class Client:
         """Send one request, wait for its reply (retrying), raise ServerError on status error.
         Returns (reply header, binary parts)."""
         header = {"id": f"{self._prefix}-{next(self._ids)}", **header}
+        if self.token is not None and header["op"] != "info":
+            header["token"] = self.token
         parts = [json.dumps(header, allow_nan=False).encode()]
         if payload is not None:
             parts.append(payload)
@@ -104,8 +112,11 @@ class Client:
                     err = head.get("error") or {}
                     raise ServerError(err.get("code", "unknown"), err.get("message", ""))
                 return head, reply[1:]
-            # Lazy Pirate: the REQ socket is stuck waiting; replace it and send again.
+            # Lazy Pirate: the REQ socket is stuck waiting; replace it and send again. A fixed
+            # routing id waits a moment so the server has let the old connection go.
             self.sock.close(linger=0)
+            if self.identity is not None:
+                time.sleep(0.1)
             self._connect()
         raise ServerUnavailable(f"no reply from {self.endpoint} to {header['op']!r} after {self.retries + 1} tries "
                                 f"of {self.timeout_ms} ms")
@@ -131,19 +142,21 @@ class Client:
     def reset(self, seed: int = 0, scene: int | None = None, frames: np.ndarray | None = None,
               actions=None, poses=None, strategy: str | None = None, capacity: int | None = None,
               memory_bytes: int | None = None, attention_budget: int | None = None,
-              revisit: bool = True, revisit_decode: bool = True) -> dict:
+              revisit: bool = True, revisit_decode: bool = True, retrieval: bool = True) -> dict:
         """Start (or restart) this client's session. frames: optional start frames [n, H, W, 3] uint8
-        (n a whole number of blocks) with their actions [n, A] and poses [n, P]."""
+        (n a whole number of blocks) with their actions [n, A] and poses [n, P]. retrieval=False:
+        `mag` attends to its newest slots only (an ablation)."""
         header = {"op": "reset", "seed": seed, "scene": scene, "strategy": strategy, "capacity": capacity,
                   "memory_bytes": memory_bytes, "attention_budget": attention_budget, "revisit": revisit,
-                  "revisit_decode": revisit_decode}
+                  "revisit_decode": revisit_decode, "retrieval": retrieval}
         header = {k: v for k, v in header.items() if v is not None}
         payload = None
         if frames is not None:
             frames = _frames(frames)
             header.update(shape=list(frames.shape), dtype="uint8", actions=_rows(actions), poses=_rows(poses))
             payload = frames.tobytes()
-        h, _ = self.request(header, payload)
+        h, _ = self.request(header, payload)  # a token the server no longer knows opens a new session
+        self.token = h["token"]
         return h
 
     def observe(self, frames: np.ndarray, actions, poses=None) -> dict:
@@ -173,9 +186,17 @@ class Client:
         h, parts = self.request({"op": "decode_memory", "slot": slot})
         return _decode_frames(h, parts)
 
+    def heartbeat(self) -> dict:
+        """Liveness without a model call: {"alive": true, "sessions": n} and, once reset, "session"
+        (raises ServerError no_session / evicted when the session is gone)."""
+        h, _ = self.request({"op": "heartbeat"})
+        return h
+
     def close(self) -> bool:
         """End the session (the server frees its memory). True if there was one."""
-        h, _ = self.request({"op": "close"})
+        if self.token is None:
+            return False
+        h, _ = self.request({"op": "close"})  # the token is kept: later requests hear "it was closed"
         return h["closed"]
 
 

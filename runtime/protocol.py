@@ -1,4 +1,4 @@
-"""Protocol v1 on the wire: parsing and validating requests, building replies (docs/protocol.md).
+"""Protocol v2 on the wire: parsing and validating requests, building replies (docs/protocol.md).
 
 A message is a ZeroMQ multipart message: part 0 is a UTF-8 JSON object (the header), any further
 part is a raw binary payload that the header describes with `shape` and `dtype`. Everything here
@@ -17,12 +17,13 @@ import numpy as np
 
 from worldmodel.actions import ACTION_DIM, ACTION_HIGH, ACTION_LOW, ACTION_NAMES, POSE_DIM
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # v2: sessions follow the `token` that `reset` returns, not the routing id
 
 # Limits. The message limit is per server (it depends on the frame size); these bound the rest.
 MAX_HEADER_BYTES = 64 * 1024
 MAX_ID_CHARS = 128
 MAX_PARTS = 2  # the header and at most one binary payload
+TOKEN_CHARS = 32  # a session token: 128 random bits as hex
 DEFAULT_MAX_OBSERVE_BLOCKS = 16
 
 # Error codes (docs/protocol.md lists when each is used).
@@ -32,13 +33,15 @@ BAD_VALUE = "bad_value"  # a field has the wrong type, is missing, non-finite or
 BAD_SHAPE = "bad_shape"  # a payload or array does not have the shape the model needs
 NO_SESSION = "no_session"  # the op needs a session and this client has none (send `reset`)
 TOO_LARGE = "too_large"  # the message exceeds the server's size limit
-BUSY = "busy"  # the server already holds its maximum number of sessions
+BUSY = "busy"  # the server already holds its maximum number of sessions, none of them idle
+NO_TOKEN = "no_token"  # the op needs a session and the request carries no `token` (info, heartbeat, reset do not)
+EVICTED = "evicted"  # this token's session was evicted (idle) to make room for a new client
 UNSUPPORTED_VERSION = "unsupported_version"
 INTERNAL = "internal"  # the model failed; the session is as it was before the request
-ERROR_CODES = (BAD_REQUEST, UNKNOWN_OP, BAD_VALUE, BAD_SHAPE, NO_SESSION, TOO_LARGE, BUSY,
+ERROR_CODES = (BAD_REQUEST, UNKNOWN_OP, BAD_VALUE, BAD_SHAPE, NO_SESSION, NO_TOKEN, EVICTED, TOO_LARGE, BUSY,
                UNSUPPORTED_VERSION, INTERNAL)
 
-OPS = ("info", "reset", "observe", "step", "memory", "decode_memory", "close")
+OPS = ("info", "heartbeat", "reset", "observe", "step", "memory", "decode_memory", "close")
 
 
 class ProtocolError(Exception):
@@ -74,6 +77,7 @@ class ModelShape:
 class Request:
     op: str
     id: object = None  # str, int or None; echoed in the reply
+    token: str | None = None  # the session token `reset` returned, if the request carries one
     header: dict = field(default_factory=dict)
     payloads: list = field(default_factory=list)  # binary parts after the header
 
@@ -106,13 +110,17 @@ def parse_request(parts: list[bytes], max_message_bytes: int) -> Request:
         raise ProtocolError(BAD_VALUE, f"id must be a string of at most {MAX_ID_CHARS} characters or an integer")
     version = header.get("protocol", PROTOCOL_VERSION)
     if version != PROTOCOL_VERSION or isinstance(version, bool):
-        raise ProtocolError(UNSUPPORTED_VERSION, f"this server speaks protocol {PROTOCOL_VERSION}, request says {version!r}")
+        raise ProtocolError(UNSUPPORTED_VERSION, f"this server speaks protocol {PROTOCOL_VERSION}, request says "
+                            f"{version!r} (v2: send the 'token' that 'reset' returns in every later request)")
     op = header.get("op")
     if not isinstance(op, str):
         raise ProtocolError(BAD_REQUEST, "header needs an 'op' string (one of " + ", ".join(OPS) + ")")
     if op not in OPS:
         raise ProtocolError(UNKNOWN_OP, f"unknown op {op[:40]!r}; expected one of {', '.join(OPS)}")
-    return Request(op=op, id=rid, header=header, payloads=list(parts[1:]))
+    token = header.get("token")
+    if token is not None and not (isinstance(token, str) and len(token) == TOKEN_CHARS):
+        raise ProtocolError(BAD_VALUE, f"token must be the {TOKEN_CHARS}-character string that 'reset' returned")
+    return Request(op=op, id=rid, header=header, payloads=list(parts[1:]), token=token)
 
 
 def safe_id(parts: list[bytes]):
@@ -180,7 +188,8 @@ def _matrix(value, rows: int, cols: int, name: str, what: str) -> np.ndarray:
         for x in row:
             if isinstance(x, bool) or not isinstance(x, (int, float)):
                 raise ProtocolError(BAD_VALUE, f"'{name}' row {i} holds a {type(x).__name__}; numbers only")
-            if not math.isfinite(x) or abs(x) > 1e30:
+            # abs() first: an integer above ~1e308 has no float, and math.isfinite would overflow
+            if abs(x) > 1e30 or not math.isfinite(x):
                 raise ProtocolError(BAD_VALUE, f"'{name}' row {i} holds a non-finite or absurd value {x!r}")
     return np.asarray(value, dtype=np.float32).reshape(rows, cols)
 
@@ -252,6 +261,7 @@ class ResetArgs:
     attention_budget: int | None
     revisit: bool
     revisit_decode: bool
+    retrieval: bool  # False: attend to the newest slots only (an ablation; `mag` only)
     frames: np.ndarray | None
     actions: np.ndarray | None
     poses: np.ndarray | None
@@ -289,7 +299,7 @@ def parse_reset(req: Request, shape: ModelShape) -> ResetArgs:
     return ResetArgs(
         seed=_int(h, "seed", 0, 0, 2**63 - 1), scene=_scene(h, shape), strategy=strategy, capacity=capacity,
         attention_budget=budget, revisit=_bool(h, "revisit", True), revisit_decode=_bool(h, "revisit_decode", True),
-        frames=frames, actions=actions, poses=poses,
+        retrieval=_bool(h, "retrieval", True), frames=frames, actions=actions, poses=poses,
     )
 
 
@@ -319,5 +329,5 @@ def parse_decode_memory(req: Request, shape: ModelShape) -> int:
 
 
 def parse_plain(req: Request) -> None:
-    """info, memory, close: no fields beyond op/id."""
+    """info, heartbeat, memory, close: no fields beyond op/id/token."""
     _no_payload(req)

@@ -1,21 +1,24 @@
-"""The magworld server: a ZeroMQ ROUTER socket, one session per client identity (docs/protocol.md).
+"""The magworld server: a ZeroMQ ROUTER socket, sessions by token (docs/protocol.md).
 
 One thread, one Poller loop: the requests that have arrived are taken off the socket together
 and served in arrival order, except that the `step`s of different clients run as one batched
 model pass where the backend can (the torch backend batches sessions of the same strategy;
 worldmodel/rollout_batch.py). Model calls are synchronous, so a client's `step` holds the others
 for its duration; clients see that as latency, never as an error. Everything a client can send is bounded
-(message size, frames per request, sessions, memory per session) and every request gets exactly
-one reply, an error reply for anything malformed; an exception in model code becomes an
-`internal` error and leaves the session as it was.
+(message size, frames per request, sessions, memory per session, messages queued each way per
+connection) and every request gets exactly one reply, an error reply for anything malformed; an
+exception in model code becomes an `internal` error and leaves the session as it was. Sessions
+are found by the random token `reset` returns (runtime/sessions.py), never by the routing id.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import ipaddress
 import json
 import signal
+import socket
 import sys
 import threading
 import time
@@ -33,19 +36,23 @@ from runtime.revisit import RevisitChecker
 from runtime.sessions import Session, SessionTable
 from worldmodel.actions import POSE_NAMES, action_space_description
 from worldmodel.config import MemoryConfig
-from worldmodel.memory import STRATEGIES, make_strategy
+from worldmodel.memory import make_strategy
 
 POLL_MS = 200  # how often the loop looks at the stop flag and idle sessions
 MAX_DRAIN = 64  # requests taken off the socket at once (and the most steps one batch can hold)
 PUB_HWM = 64  # messages queued per spectator before the PUB socket drops frames for it
+MAX_SESSIONS_CAP = 64  # however much memory there is: one thread serves them all
+SESSION_MEMORY_SHARE = 0.5  # of the device memory free at start that sessions may take
 
 
 @dataclass
 class ServerOptions:
     bind: str = "tcp://127.0.0.1:5555"
     pub: str | None = None  # PUB endpoint for spectators and recorders
-    max_sessions: int = 8
+    max_sessions: int | None = None  # default: as many as half the free device memory holds (session_limit)
     idle_timeout_s: float = 300.0
+    evict_after_s: float = 30.0  # a session not stepped for this long may be evicted for a new client
+    queue_bytes: int = 16 * 2**20  # per connection and direction: replies (or requests) libzmq may queue
     max_capacity: int | None = None  # slots per session; default: the model config's capacity
     max_observe_blocks: int = P.DEFAULT_MAX_OBSERVE_BLOCKS
     max_message_bytes: int | None = None  # default: room for max_observe_blocks of frames
@@ -56,11 +63,46 @@ class ServerOptions:
 
 
 def is_loopback(endpoint: str) -> bool:
+    """True when every address the endpoint's host resolves to is a loopback address (ipc and
+    inproc are local by nature). A name that does not resolve, `*` or an interface name is not."""
     scheme = endpoint.split("://", 1)[0]
     if scheme in ("ipc", "inproc"):
         return True
-    host = urlsplit(endpoint).hostname or ""
-    return host == "localhost" or host.startswith("127.") or host == "::1"
+    if scheme != "tcp":
+        return False
+    try:
+        host = urlsplit(endpoint).hostname or ""
+    except ValueError:
+        return False
+    if not host or host == "*":
+        return False
+    try:
+        addrs = {info[4][0] for info in socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        return False
+    try:
+        return bool(addrs) and all(ipaddress.ip_address(a.split("%", 1)[0]).is_loopback for a in addrs)
+    except ValueError:
+        return False
+
+
+def session_limit(backend: Backend, device: str, max_capacity: int) -> int:
+    """How many sessions the device's memory holds: half the memory free now over what one
+    session of `max_capacity` slots takes (its K/V buffers, twice over for the working set),
+    between 1 and MAX_SESSIONS_CAP."""
+    per_session = 2 * max_capacity * backend.bytes_per_slot() + 2**20
+    free = _free_memory(device)
+    return max(1, min(MAX_SESSIONS_CAP, int(free * SESSION_MEMORY_SHARE) // per_session))
+
+
+def _free_memory(device: str) -> int:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.mem_get_info(torch.device(device))[0]
+    with open("/proc/meminfo") as f:
+        info = dict(line.split(":", 1) for line in f)
+    return int(info["MemAvailable"].split()[0]) * 1024
 
 
 def check_endpoints(opts: ServerOptions) -> None:
@@ -102,13 +144,19 @@ class Server:
             height=cfg.autoencoder.frame_height,
             width=cfg.autoencoder.frame_width,
             num_scenes=cfg.model.num_scenes,
-            strategies=tuple(sorted(STRATEGIES)),
+            strategies=tuple(backend.strategies()),
             max_capacity=max_capacity,
             bytes_per_slot=backend.bytes_per_slot(),
             max_observe_blocks=options.max_observe_blocks,
         )
         self.max_message_bytes = options.max_message_bytes or self.shape.default_max_message_bytes()
-        self.sessions = SessionTable(options.max_sessions, options.idle_timeout_s)
+        self.strategies = backend.strategies()
+        # The largest reply: a block of frames (step, decode_memory) or a slot table (memory).
+        self.max_reply_bytes = (self.shape.block_size * self.shape.frame_bytes + P.MAX_HEADER_BYTES
+                                + 256 * max_capacity)
+        max_sessions = options.max_sessions or session_limit(backend, device, max_capacity)
+        self.sessions = SessionTable(max_sessions, options.idle_timeout_s, options.evict_after_s)
+        self.replies_dropped = {"not_reading": 0, "gone": 0}
         self.ctx = context or zmq.Context.instance()
         self.router = self.pub = self.auth = None
         self.endpoint = self.pub_endpoint = None
@@ -125,10 +173,16 @@ class Server:
         check_endpoints(self.opts)
         secure = self.opts.curve_secret_key is not None
         self.router = self.ctx.socket(zmq.ROUTER)
-        # A client that reconnects with the same routing id (Lazy Pirate) takes its session back.
-        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # No ROUTER_HANDOVER: a connection cannot take over a routing id in use (and its replies).
+        # Sessions follow their token, so a reconnecting client needs no old routing id.
         # A hard cap above the soft limit: larger parts are dropped by libzmq with the connection.
         self.router.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_message_bytes)
+        # Queues per connection sized in bytes: at most `queue_bytes` of replies wait for a client
+        # that does not read (then they are dropped and counted), and as much of requests waits
+        # to be served (then libzmq stops reading that connection).
+        self.router.setsockopt(zmq.SNDHWM, max(2, self.opts.queue_bytes // self.max_reply_bytes))
+        self.router.setsockopt(zmq.RCVHWM, max(2, self.opts.queue_bytes // self.max_message_bytes))
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a reply that cannot be queued raises, so it is counted
         self.router.setsockopt(zmq.LINGER, 0)
         if secure:
             self._setup_curve(self.router)
@@ -199,7 +253,7 @@ class Server:
 
     def close(self) -> None:
         for s in self.sessions:
-            self.sessions.close(s.identity)
+            self.sessions.close(s.token)
         for sock in (self.router, self.pub):
             if sock is not None:
                 sock.close(linger=0)
@@ -218,28 +272,32 @@ class Server:
             cut = 2 if len(msg) >= 3 and msg[1] == b"" else 1
             envelope, parts = msg[:cut], msg[cut:]
             identity = envelope[0]
-            if any(p[1] == identity for p in pending):
-                self._run_steps(pending)
+            got = self._admit(parts)
+            if pending and (any(p[1] == identity for p in pending) or not isinstance(got, list)
+                            and any(p[3].token == got[0].token for p in pending)):
+                self._run_steps(pending)  # this client's (or session's) earlier step is answered first
                 pending = []
-            got = self._admit(identity, parts)
+                got = self._admit(parts, count=False)  # it may be a retry of that step
             if isinstance(got, list):  # an error reply, or the cached reply of a retry
                 self._send(envelope, got)
                 continue
             req, key = got
             if req.op == "step" and self.backend.batches_steps and self.opts.batch_steps:
                 try:
-                    pending.append((envelope, identity, key, req, self._step_begin(req, identity)))
+                    pending.append((envelope, identity, key, req, self._step_begin(req)))
                 except Exception as e:
-                    self._send(envelope, self._remember(identity, key, self._error_reply(req, e)))
+                    self._send(envelope, self._remember(req, key, self._error_reply(req, e)))
                 continue
-            self._send(envelope, self._remember(identity, key, self._dispatch(req, identity)))
+            self._send(envelope, self._remember(req, key, self._dispatch(req)))
         self._run_steps(pending)
 
     def _send(self, envelope: list[bytes], out: list) -> None:
         try:
             self.router.send_multipart(envelope + out, flags=zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass  # the client is gone or not reading; its session stays until it idles out
+        except zmq.Again:  # its queue holds `queue_bytes` of unread replies: the client does not read
+            self.replies_dropped["not_reading"] += 1
+        except zmq.ZMQError:  # EHOSTUNREACH: the connection is gone; the session stays until it idles out
+            self.replies_dropped["gone"] += 1
 
     def _run_steps(self, pending: list[tuple]) -> None:
         """The model pass of the pending steps (one batch where the backend can), then each reply."""
@@ -257,37 +315,40 @@ class Server:
                 out = self._step_end(req, ctx, frames, model_s, len(pending))
             except Exception as e:
                 out = self._error_reply(req, e)
-            self._send(envelope, self._remember(identity, key, out))
+            self._send(envelope, self._remember(req, key, out))
 
     # ------------------------------------------------------------------ dispatch
 
     def handle(self, identity: bytes, parts: list[bytes]) -> list:
-        """One request -> one reply (list of parts). Never raises."""
-        got = self._admit(identity, parts)
+        """One request -> one reply (list of parts). Never raises. (`identity`, the routing id,
+        only routes replies; it is kept in the signature for callers that serve one message.)"""
+        got = self._admit(parts)
         if isinstance(got, list):
             return got
         req, key = got
-        return self._remember(identity, key, self._dispatch(req, identity))
+        return self._remember(req, key, self._dispatch(req))
 
-    def _admit(self, identity: bytes, parts: list[bytes]):
+    def _admit(self, parts: list[bytes], count: bool = True):
         """Count and parse a request: (request, retry key), or the reply to send at once (a
         malformed request's error, or the kept reply when this is a retry of the last request)."""
-        self.requests += 1
+        self.requests += count
         try:
             req = P.parse_request(parts, self.max_message_bytes)
         except P.ProtocolError as e:
             return P.error_reply(P.safe_id(parts), e.code, e.message)
         key = None
-        if req.id is not None and req.op != "info":
+        if req.id is not None and req.op not in ("info", "heartbeat"):
             key = _digest(parts)
-            session = self.sessions.get(identity)
+            # A retry of a session's last request is answered from its kept reply, not run twice;
+            # a retried first `reset` carries no token yet, so it is found by its digest alone.
+            session = self.sessions.get(req.token) if req.token is not None else self.sessions.find_request(key)
             if session is not None and session.last_request == key:
-                return session.last_reply  # a retry of the last request: answer it, do not run it twice
+                return session.last_reply
         return req, key
 
-    def _dispatch(self, req, identity: bytes) -> list:
+    def _dispatch(self, req) -> list:
         try:
-            return getattr(self, f"_op_{req.op}")(req, identity)
+            return getattr(self, f"_op_{req.op}")(req)
         except Exception as e:
             return self._error_reply(req, e)
 
@@ -299,18 +360,24 @@ class Server:
                  + "".join(traceback.format_exception(type(e), e, e.__traceback__)))
         return P.error_reply(req.id, P.INTERNAL, f"{req.op} failed inside the model: {type(e).__name__}: {e}"[:1000])
 
-    def _remember(self, identity: bytes, key, out: list) -> list:
+    def _remember(self, req, key, out: list) -> list:
         """Keep the reply for a retry of the same request (Lazy Pirate clients resend)."""
         if key is not None:
-            session = self.sessions.get(identity)
+            token = req.token
+            if req.op == "reset" and out and token is None:  # a first reset: the session it opened
+                token = json.loads(out[0]).get("token")
+            session = self.sessions.get(token)
             if session is not None:
                 session.last_request, session.last_reply = key, out
         return out
 
-    def _session(self, identity: bytes) -> Session:
-        s = self.sessions.get(identity)
-        if s is None:
-            raise P.ProtocolError(P.NO_SESSION, "this client has no session: send 'reset' first")
+    def _session(self, req, stepping: bool = False) -> Session:
+        if req.token is None:
+            raise P.ProtocolError(P.NO_TOKEN, f"'{req.op}' needs the session's 'token' (the string 'reset' "
+                                  "returned): send it in every request of the session")
+        s = self.sessions.require(req.token)
+        if stepping:
+            s.last_stepped = time.monotonic()
         return s
 
     # ------------------------------------------------------------------ ops
@@ -329,7 +396,7 @@ class Server:
             "scenes": self.shape.num_scenes,
             "memory": {
                 "strategy": m.strategy,
-                "strategies": list(self.shape.strategies),
+                "strategies": list(self.strategies),
                 "capacity": min(m.capacity_frames, self.shape.max_capacity),
                 "max_capacity": self.shape.max_capacity,
                 "attention_budget": min(m.attention_budget, self.shape.max_capacity),
@@ -340,27 +407,45 @@ class Server:
                 "max_observe_blocks": self.shape.max_observe_blocks,
                 "max_sessions": self.sessions.max_sessions,
                 "idle_timeout_s": self.sessions.idle_timeout_s,
+                "evict_after_s": self.sessions.evict_after_s,
+                "queued_replies": self.router.getsockopt(zmq.SNDHWM) if self.router is not None else None,
             },
             "sessions": len(self.sessions),
+            "stats": {"requests": self.requests, "sessions_evicted": self.sessions.evicted,
+                      "replies_dropped": dict(self.replies_dropped)},
             "pub": self.pub_endpoint,
         }
 
-    def _op_info(self, req, identity):
+    def _op_info(self, req):
         P.parse_plain(req)
         return P.reply(req.id, self.info())
 
-    def _op_reset(self, req, identity):
+    def _op_heartbeat(self, req):
+        """Liveness, without a model call: with a token, also whether its session is alive."""
+        P.parse_plain(req)
+        body = {"alive": True, "sessions": len(self.sessions)}
+        if req.token is not None:
+            body["session"] = self.sessions.require(req.token).sid  # no_session/evicted when it is gone
+        return P.reply(req.id, body)
+
+    def _op_reset(self, req):
         args = P.parse_reset(req, self.shape)
-        self.sessions.check_room(identity)
         strategy = args.strategy or self.memory_cfg.strategy
+        if strategy not in self.strategies:
+            raise P.ProtocolError(P.BAD_VALUE, f"strategy {strategy!r} is not served by this model; "
+                                  f"choose one of {list(self.strategies)}")
         capacity = args.capacity or min(self.memory_cfg.capacity_frames, self.shape.max_capacity)
         budget = min(args.attention_budget or self.memory_cfg.attention_budget, capacity)
         mem_cfg = MemoryConfig(strategy, capacity, self.memory_cfg.window_frames, self.memory_cfg.sink_frames, budget)
-        needed = make_strategy(mem_cfg, self.shape.block_size).capacity_needed()
-        if capacity < needed:
-            raise P.ProtocolError(P.BAD_VALUE, f"strategy {strategy!r} needs a capacity of at least {needed} slots, got {capacity}")
+        problem = make_strategy(mem_cfg, self.shape.block_size).capacity_error(capacity)
+        if problem:
+            raise P.ProtocolError(P.BAD_VALUE, problem)
+        if not args.retrieval and strategy != "mag":
+            raise P.ProtocolError(P.BAD_VALUE, f"'retrieval' switches mag's pose retrieval; strategy {strategy!r} has none")
+        old = self.sessions.get(req.token)  # a reset of this client's session (unknown token: a new one)
         # Build the whole new session first: a failure leaves the old one untouched.
         engine = self.backend.new_session(strategy, capacity, budget, args.seed)
+        engine.retrieval = args.retrieval
         tracker = PoseTracker()
         revisit = RevisitChecker(decode=args.revisit_decode) if args.revisit else None
         if args.frames is not None:
@@ -368,19 +453,28 @@ class Server:
             engine.observe(args.frames, args.actions, poses)
             if revisit is not None:
                 revisit.record(0, args.frames, engine.memory_state()["slots"])
-        s, old = self.sessions.open(identity, engine=engine, tracker=tracker, revisit=revisit, scene=args.scene,
-                                    strategy=strategy, attention_budget=budget)
+        fields = dict(engine=engine, tracker=tracker, revisit=revisit, scene=args.scene, strategy=strategy,
+                      attention_budget=budget, retrieval=args.retrieval)
         if old is not None:
+            s = self.sessions.replace(old, **fields)
             self.log(f"session {old.sid} replaced by a reset ({old.blocks} blocks)")
-        self.log(f"session {s.sid} opened for client {identity.hex()[:16]}: strategy {strategy}, capacity {capacity}, "
-                 f"attention budget {budget}, seed {args.seed}, {len(self.sessions)}/{self.sessions.max_sessions} sessions")
+        else:
+            evicted = self.sessions.make_room()
+            if evicted is not None:
+                self.log(f"session {evicted.sid} evicted ({evicted.blocks} blocks, no step for "
+                         f"{time.monotonic() - evicted.last_stepped:.0f} s) to make room for a new client")
+            s = self.sessions.open(**fields)
+        self.log(f"session {s.sid} opened: strategy {strategy}, capacity {capacity}, attention budget {budget}, "
+                 f"retrieval {'on' if args.retrieval else 'off'}, seed {args.seed}, "
+                 f"{len(self.sessions)}/{self.sessions.max_sessions} sessions")
         return P.reply(req.id, {
-            "session": s.sid, "next_frame": engine.next_frame, "strategy": strategy, "capacity": capacity,
-            "attention_budget": budget, "scene": args.scene, "pose": tracker.pose.tolist(),
+            "session": s.sid, "token": s.token, "next_frame": engine.next_frame, "strategy": strategy,
+            "capacity": capacity, "attention_budget": budget, "retrieval": args.retrieval, "scene": args.scene,
+            "pose": tracker.pose.tolist(),
         })
 
-    def _op_observe(self, req, identity):
-        s = self._session(identity)
+    def _op_observe(self, req):
+        s = self._session(req, stepping=True)
         frames, actions, poses = P.parse_observe(req, self.shape)
         tracker = copy.deepcopy(s.tracker)  # committed only once the engine has succeeded
         poses = tracker.advance(actions, poses)
@@ -393,15 +487,15 @@ class Server:
         return P.reply(req.id, {"first_frame": first, "next_frame": s.engine.next_frame, "frames": len(frames),
                                 "pose": tracker.pose.tolist(), "memory_used": state["used"]})
 
-    def _op_step(self, req, identity):
-        ctx = self._step_begin(req, identity)
+    def _op_step(self, req):
+        ctx = self._step_begin(req)
         t0 = time.perf_counter()
         frames = ctx.session.engine.step(ctx.actions, ctx.poses, ctx.scene)
         return self._step_end(req, ctx, frames, time.perf_counter() - t0, 1)
 
-    def _step_begin(self, req, identity) -> "StepContext":
+    def _step_begin(self, req) -> "StepContext":
         """Everything of a step before the model runs: parse, validate, advance a copy of the pose."""
-        s = self._session(identity)
+        s = self._session(req, stepping=True)
         actions, client_poses, scene = P.parse_step(req, self.shape)
         tracker = copy.deepcopy(s.tracker)
         poses = tracker.advance(actions, client_poses)
@@ -448,19 +542,19 @@ class Server:
                 pass  # spectators never slow the players down
         return P.reply(req.id, body, payload)
 
-    def _op_memory(self, req, identity):
+    def _op_memory(self, req):
         P.parse_plain(req)
-        s = self._session(identity)
+        s = self._session(req)
         state = dict(s.engine.memory_state())
         # An uncompressed cache (every frame's K/V, as Self Forcing keeps) would hold this much now.
         state.setdefault("full_cache_bytes", s.engine.next_frame * state["bytes_per_slot"])
-        state.update(strategy=s.strategy, attention_budget=s.attention_budget, next_frame=s.engine.next_frame,
-                     session=s.sid)
+        state.update(strategy=s.strategy, attention_budget=s.attention_budget, retrieval=s.retrieval,
+                     next_frame=s.engine.next_frame, session=s.sid)
         return P.reply(req.id, state)
 
-    def _op_decode_memory(self, req, identity):
+    def _op_decode_memory(self, req):
         slot = P.parse_decode_memory(req, self.shape)
-        s = self._session(identity)
+        s = self._session(req)
         held = {e["slot"]: e for e in s.engine.memory_state()["slots"]}
         if slot not in held:
             raise P.ProtocolError(P.BAD_VALUE, f"slot {slot} holds nothing; used slots: {sorted(held)}"[:500])
@@ -468,9 +562,11 @@ class Server:
         return P.reply(req.id, {"slot": slot, "frame": held[slot]["frame"], "pose": held[slot]["pose"],
                                 "shape": list(frames.shape), "dtype": "uint8"}, frames.tobytes())
 
-    def _op_close(self, req, identity):
+    def _op_close(self, req):
         P.parse_plain(req)
-        s = self.sessions.close(identity)
+        if req.token is None:
+            raise P.ProtocolError(P.NO_TOKEN, "'close' needs the session's 'token' (the string 'reset' returned)")
+        s = self.sessions.close(req.token)
         if s is not None:
             self.log(f"session {s.sid} closed by its client ({s.blocks} blocks, {len(self.sessions)} sessions left)")
         return P.reply(req.id, {"closed": s is not None})

@@ -23,9 +23,21 @@ def server(backend):
     return Server(backend, ServerOptions(), log=open("/dev/null", "w"))
 
 
+TOKENS: dict = {}  # (server, client) -> the token its reset returned
+
+
+def with_token(server, identity, header: dict) -> dict:
+    """The header as a client sends it: with its session's token once it has one."""
+    token = TOKENS.get((id(server), identity))
+    return header if token is None or header["op"] == "info" else {**header, "token": token}
+
+
 def call(server, identity, header, *payloads):
-    out = server.handle(identity, [json.dumps(header).encode(), *payloads])
-    return json.loads(out[0]), out[1:]
+    out = server.handle(identity, [json.dumps(with_token(server, identity, header)).encode(), *payloads])
+    head = json.loads(out[0])
+    if header["op"] == "reset" and head["status"] == "ok":
+        TOKENS[(id(server), identity)] = head["token"]
+    return head, out[1:]
 
 
 STEP = {"op": "step", "actions": [[7.5, 0, 3, 0]] * 3}
@@ -49,7 +61,7 @@ def test_model_failure_is_an_internal_error_and_leaves_the_session_as_it_was(ser
     call(server, b"b", {"op": "reset", "seed": 4})
     call(server, b"a", STEP)
     call(server, b"b", STEP)
-    session = server.sessions.get(b"a")
+    session = server.sessions.get(TOKENS[(id(server), b"a")])
     before = session.engine.memory_state(), session.tracker.pose.copy()
 
     denoise = session.engine.rollout.generator.forward
@@ -73,11 +85,14 @@ def test_model_failure_is_an_internal_error_and_leaves_the_session_as_it_was(ser
 def test_every_op_needs_the_session_except_info_reset_close(server):
     for op in ("observe", "step", "memory", "decode_memory"):
         head, _ = call(server, b"nobody", {"op": op, "actions": [[0, 0, 0, 0]] * 3, "slot": 0})
-        assert head["error"]["code"] in (P.NO_SESSION, P.BAD_REQUEST, P.BAD_VALUE)
+        assert head["error"]["code"] in (P.NO_TOKEN, P.BAD_REQUEST, P.BAD_VALUE)
     head, _ = call(server, b"nobody", {"op": "step", "actions": [[0, 0, 0, 0]] * 3})
+    assert head["error"]["code"] == P.NO_TOKEN
+    head, _ = call(server, b"nobody", {"op": "step", "token": "0" * 32, "actions": [[0, 0, 0, 0]] * 3})
     assert head["error"]["code"] == P.NO_SESSION
     assert call(server, b"nobody", {"op": "info"})[0]["status"] == "ok"
-    assert call(server, b"nobody", {"op": "close"})[0] == {"status": "ok", "id": None, "closed": False}
+    assert call(server, b"nobody", {"op": "close", "token": "0" * 32})[0] == {"status": "ok", "id": None,
+                                                                              "closed": False}
 
 
 def test_a_failed_reset_keeps_the_old_session(server):
@@ -90,8 +105,10 @@ def test_a_failed_reset_keeps_the_old_session(server):
 
 def test_only_loopback_binds_are_open_by_default():
     assert is_loopback("tcp://127.0.0.1:5555") and is_loopback("tcp://localhost:1") and is_loopback("ipc:///tmp/x")
+    assert is_loopback("tcp://[::1]:5555")
     assert not is_loopback("tcp://0.0.0.0:5555") and not is_loopback("tcp://*:5555")
     assert not is_loopback("tcp://192.168.1.4:5555")
+    assert not is_loopback("tcp://127.attacker.example:1")  # a name, resolved: it is not 127.x
 
 
 class Outbox:
@@ -102,6 +119,9 @@ class Outbox:
 
     def send_multipart(self, parts, flags=0):
         self.sent.setdefault(parts[0], []).append((json.loads(parts[1]), parts[2:]))
+
+    def getsockopt(self, opt):
+        return 0
 
 
 def test_steps_that_arrive_together_run_as_one_batch_and_match_steps_alone(backend):
@@ -114,13 +134,13 @@ def test_steps_that_arrive_together_run_as_one_batch_and_match_steps_alone(backe
     clients = [b"a", b"b", b"c"]
     for i, c in enumerate(clients):
         for srv in (together, alone):
-            srv.handle(c, [json.dumps({"op": "reset", "seed": 10 + i}).encode()])
+            call(srv, c, {"op": "reset", "seed": 10 + i})
     rng = np.random.default_rng(0)
     for block in range(3):
         steps = {c: {"op": "step", "id": f"{c.decode()}{block}",
                      "actions": np.round(rng.uniform(-1, 1, (3, 4)), 2).tolist()} for c in clients}
-        msgs = [[c, json.dumps(steps[c]).encode()] for c in clients]
-        msgs.insert(1, [b"a", json.dumps({"op": "memory", "id": "m"}).encode()])  # a's 2nd request: waits
+        msgs = [[c, json.dumps(with_token(together, c, steps[c])).encode()] for c in clients]
+        msgs.insert(1, [b"a", json.dumps(with_token(together, b"a", {"op": "memory", "id": "m"})).encode()])
         msgs.append([b"d", json.dumps({"op": "step", "actions": [[float("nan")] * 4] * 3}).encode()])
         together._serve_messages(msgs)
         for c in clients:
@@ -137,13 +157,13 @@ def test_steps_that_arrive_together_run_as_one_batch_and_match_steps_alone(backe
         assert together.router.sent[b"a"][-1][0]["id"] == "m"
         assert together.router.sent[b"b"][-1][0]["timings"]["batch"] == 2
         assert together.router.sent[b"d"][-1][0]["status"] == "error"
-    assert together.sessions.get(b"c").engine.next_frame == 9
+    assert together.sessions.get(TOKENS[(id(together), b"c")]).engine.next_frame == 9
 
 
 def test_batching_can_be_turned_off(backend):
     srv = Server(backend, ServerOptions(batch_steps=False), log=open("/dev/null", "w"))
     srv.router = Outbox()
     for c in (b"a", b"b"):
-        srv.handle(c, [json.dumps({"op": "reset"}).encode()])
-    srv._serve_messages([[c, json.dumps(STEP).encode()] for c in (b"a", b"b")])
+        call(srv, c, {"op": "reset"})
+    srv._serve_messages([[c, json.dumps(with_token(srv, c, STEP)).encode()] for c in (b"a", b"b")])
     assert [srv.router.sent[c][-1][0]["timings"]["batch"] for c in (b"a", b"b")] == [1, 1]

@@ -3,18 +3,11 @@
 import numpy as np
 import pytest
 
+from runtime.bench_soak import rss_bytes
 from runtime.client import Client
 from runtime_helpers import ServerProcess, tiny_checkpoint
 
 FRAMES = 2000
-
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 @pytest.fixture(scope="module")

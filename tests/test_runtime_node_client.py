@@ -32,7 +32,7 @@ def test_node_client_runs_a_session(node_client, tmp_path):
         summary = json.loads(out.stdout.strip().splitlines()[-1])
     finally:
         srv.kill()
-    assert summary["protocol"] == 1 and summary["block_size"] == 3 and summary["frame_shape"] == [24, 32, 3]
+    assert summary["protocol"] == 2 and summary["block_size"] == 3 and summary["frame_shape"] == [24, 32, 3]
     assert summary["observed_next_frame"] == 3  # one block of engine frames went into memory first
     assert [s["first_frame"] for s in summary["steps"]] == [3, 6, 9, 12]
     assert [s["angle"] for s in summary["steps"]] == pytest.approx([16.875, 33.75, 50.625, 67.5])

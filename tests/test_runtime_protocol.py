@@ -40,7 +40,7 @@ STILL = [[0, 0, 0, 0]] * 3
     (b"{}", P.BAD_REQUEST),
     (b'{"op": 3}', P.BAD_REQUEST),
     (b'{"op": "fly"}', P.UNKNOWN_OP),
-    (b'{"op": "info", "protocol": 2}', P.UNSUPPORTED_VERSION),
+    (b'{"op": "info", "protocol": 1}', P.UNSUPPORTED_VERSION),
     (b'{"op": "info", "id": {"a": 1}}', P.BAD_VALUE),
     (b"[" * 60000, P.BAD_REQUEST),  # nesting deeper than the JSON parser recurses
 ])
@@ -204,15 +204,23 @@ def test_revisit_keeps_only_frames_memory_holds():
 # ---------------------------------------------------------------------- sessions
 
 
-def test_session_table_bounds_and_expiry():
-    table = SessionTable(max_sessions=2, idle_timeout_s=10)
+def test_session_table_bounds_eviction_and_expiry():
+    table = SessionTable(max_sessions=2, idle_timeout_s=10, evict_after_s=5)
     kw = dict(engine=None, tracker=None, revisit=None, scene=None, strategy="mag", attention_budget=4)
-    a, _ = table.open(b"a", **kw)
-    table.open(b"b", **kw)
+    a, b = table.open(**kw), table.open(**kw)
+    assert a.token != b.token and len(a.token) == P.TOKEN_CHARS
     with pytest.raises(P.ProtocolError) as e:
-        table.open(b"c", **kw)
+        table.make_room(now=a.last_stepped + 1)  # both stepped within evict_after_s
     assert e.value.code == P.BUSY
-    a2, old = table.open(b"a", **kw)  # a reset replaces, it does not count twice
-    assert old is a and a2.sid != a.sid and len(table) == 2
+    a2 = table.replace(a, **kw)  # a reset replaces, it does not count twice
+    assert a2.token == a.token and a2.sid != a.sid and len(table) == 2
+    b.last_stepped -= 1  # b stepped longer ago than a2: b goes first
+    assert table.make_room(now=b.last_stepped + 6) is b and len(table) == 1
+    with pytest.raises(P.ProtocolError) as e:
+        table.require(b.token)
+    assert e.value.code == P.EVICTED
     gone = table.expire(now=a2.last_seen + 11)
-    assert {s.identity for s in gone} == {b"a", b"b"} and len(table) == 0
+    assert gone == [a2] and len(table) == 0
+    with pytest.raises(P.ProtocolError) as e:
+        table.require(a2.token)
+    assert e.value.code == P.NO_SESSION and "expired" in e.value.message

@@ -31,7 +31,7 @@ def client(srv, **kw):
 def test_info_describes_the_model_and_protocol(server):
     with client(server) as c:
         info = c.info()
-    assert info.protocol == 1 and info.block_size == 3 and info.frame_shape == (24, 32, 3)
+    assert info.protocol == 2 and info.block_size == 3 and info.frame_shape == (24, 32, 3)
     assert [a["name"] for a in info.actions] == ["turn", "look", "forward", "strafe"]
     assert all(a["low"] < 0 < a["high"] for a in info.actions)
     assert info.memory["strategy"] == "mag" and info.memory["capacity"] == 24
@@ -111,7 +111,7 @@ def test_a_client_that_vanishes_mid_step_does_not_hurt_the_others(server):
             ghost = ctx.socket(zmq.DEALER)
             ghost.connect(server.endpoint)
             ghost.send_multipart([json.dumps({"op": "reset"}).encode()])
-            ghost.send_multipart([json.dumps({"op": "step", "actions": [[1, 0, 0, 0]] * 3}).encode()])
+            ghost.send_multipart([json.dumps({"op": "step", "token": "0" * 32, "actions": [[1, 0, 0, 0]] * 3}).encode()])
             ghost.close(linger=0)  # gone before any reply
             got = steady.step(pan_actions(3, 5.0)).frames
             assert np.array_equal(got, reference.step(pan_actions(3, 5.0)).frames)
@@ -143,19 +143,19 @@ def test_lazy_pirate_retry_does_not_skip_a_block(server):
     with client(server, timeout_s=30) as c:
         c.reset(seed=6)
         c.step(pan_actions(3, 1.0))
-        header = {"op": "step", "actions": pan_actions(3, 1.0).tolist(), "id": "same"}
+        header = {"op": "step", "actions": pan_actions(3, 1.0).tolist(), "id": "same", "token": c.token}
         for _ in range(2):  # the same request twice, as a retry sends it
             c.sock.send_multipart([json.dumps(header).encode()])
             head = json.loads(c.sock.recv_multipart()[0])
             assert head["first_frame"] == 3
         c.close_socket()
-        c._connect()  # a new socket, same routing id: the session is still there
+        c._connect()  # a new socket: the session (found by its token) is still there
         assert c.step(pan_actions(3, 1.0)).first_frame == 6
         c.close()
 
 
 def test_limits_busy_and_idle_timeout(checkpoint):
-    srv = ServerProcess(checkpoint, "--max-sessions", "2", "--idle-timeout", "1")
+    srv = ServerProcess(checkpoint, "--max-sessions", "2", "--idle-timeout", "1", "--evict-after", "600")
     try:
         a, b, c = client(srv), client(srv), client(srv)
         a.reset()
@@ -187,7 +187,7 @@ def test_signal_shuts_down_cleanly_even_mid_step(checkpoint, sig):
         with client(srv) as c:
             c.reset(seed=1)
             c.step(pan_actions(3, 1.0))
-            c.sock.send_multipart([json.dumps({"op": "step", "actions": [[1, 0, 0, 0]] * 3}).encode()])
+            c.sock.send_multipart([json.dumps({"op": "step", "token": c.token, "actions": [[1, 0, 0, 0]] * 3}).encode()])
             srv.proc.send_signal(sig)
             assert srv.proc.wait(20) == 0
             c.close_socket()
@@ -218,7 +218,7 @@ def test_curve_encrypted_server_with_an_allow_list(checkpoint, tmp_path):
                         "--curve-clients", str(tmp_path / "allowed"))
     try:
         with Client(srv.endpoint, timeout_s=20, curve_server_key=server_public, curve_client_keys=alice) as c:
-            assert c.info().protocol == 1
+            assert c.info().protocol == 2
         strangers = [Client(srv.endpoint, timeout_s=0.5, retries=0, curve_server_key=server_public),  # not listed
                      Client(srv.endpoint, timeout_s=0.5, retries=0)]  # no encryption at all
         for stranger in strangers:

@@ -62,9 +62,10 @@ def generate_together(
     generator=generators[i])` would make it, in one batched pass.
 
     actions[i]: [1, Bf, A]; scenes[i]: [1] int64 or None; poses[i]: [1, Bf, pose_dim] or None.
-    Returns clean latents [n, Bf, C, h, w] (row i is rollout i's). Inputs and the new keys/values
-    are all checked before any memory is written, so a bad input leaves every rollout as it was,
-    apart from the noise streams (the caller restores those, as the runtime does).
+    Returns clean latents [n, Bf, C, h, w] (row i is rollout i's). Inputs, the new keys/values and
+    every rollout's write (its strategy's slot choice) are all checked before any memory is
+    written, so a failure leaves every rollout as it was, apart from the noise streams (the
+    caller restores those, as the runtime does). Each rollout's `retrieval` switch is honoured.
     """
     n = len(rolls)
     if not n or not len(actions) == len(scenes) == len(poses) == len(generators) == n:
@@ -79,8 +80,7 @@ def generate_together(
     checked = [r._check(a, p) for r, a, p in zip(rolls, actions, poses)]
     acts = torch.cat([a for a, _ in checked])
     pos = torch.stack([r._positions() for r in rolls])  # [n, Bf]
-    view = stack_views([r.memory.view(r.strategy.attend_slots(r.memory, Rollout._query_pose(p)))
-                        for r, (_, p) in zip(rolls, checked)])
+    view = stack_views([r._view(p) for r, (_, p) in zip(rolls, checked)])
     tables = [gen.rope_tables(p) for p in pos]
     rope = (torch.stack([c for c, _ in tables]), torch.stack([s for _, s in tables]))  # [n, Bf*N, D/2] each
     prompt = torch.cat([gen.prompt_for_scenes(s, 1) for s in scenes])
@@ -98,8 +98,13 @@ def generate_together(
                         return_kv=True, validate=False)
         if not all(torch.isfinite(t).all() for kv in kvs for t in kv):
             raise ValueError("the memory write produced NaN or infinite values; no memory was changed")
-        for i, (r, (_, p)) in enumerate(zip(rolls, checked)):
-            r.strategy.write_block(r.memory, [(k[i:i + 1], v[i:i + 1]) for k, v in kvs], pos[i], p)
+        # Every session's write is planned (slots chosen, checked) before any is made: one
+        # session that cannot write must not leave the others half-written.
+        plans = [r.strategy.plan_block(r.memory, [(k[i:i + 1], v[i:i + 1]) for k, v in kvs], pos[i], p)
+                 for i, (r, (_, p)) in enumerate(zip(rolls, checked))]
+        for r, plan in zip(rolls, plans):
+            if plan is not None:
+                r.memory.commit(plan)
     for r in rolls:
         r.next_frame += cfg.block_frames
     return x0

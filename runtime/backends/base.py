@@ -17,6 +17,10 @@ from worldmodel.config import WorldModelConfig
 class EngineSession(ABC):
     """One client's generator state and KV memory."""
 
+    # Pose-indexed retrieval where the strategy has it (`mag`); False attends to the newest slots
+    # only (the "mag (recent only)" ablation of `magworld eval revisit`). Set before the first step.
+    retrieval: bool = True
+
     @abstractmethod
     def reset(self) -> None:
         """Forget everything; the next frame is frame 0."""
@@ -54,6 +58,12 @@ class Backend(ABC):
         a backend that stores the cache in another dtype overrides this)."""
         m = self.config.model
         return 2 * m.layers * m.tokens_per_frame * m.dim * 4
+
+    def strategies(self) -> tuple[str, ...]:
+        """The memory strategies this backend's model can serve (what `info` advertises)."""
+        from worldmodel.memory import STRATEGIES
+
+        return tuple(sorted(s for s, cls in STRATEGIES.items() if not cls.semantic_state))
 
     @abstractmethod
     def new_session(self, strategy: str | None = None, capacity: int | None = None,

@@ -173,7 +173,7 @@ class GraphSession(EngineSession):
         shape = (1, cfg.block_frames, cfg.latent_channels, cfg.latent_height, cfg.latent_width)
         noise = torch.randn(shape, generator=self.generator, device=self.device)
         pos = self._positions()
-        self._gather(self.strategy.attend_slots(self.memory, Rollout._query_pose(poses)))
+        self._gather(self.strategy.attend_slots(self.memory, Rollout._query_pose(poses) if self.retrieval else None))
         x0 = self._denoise("generator_step", noise, actions, pos, self._prompt("generator", scene))
         self._write(x0, actions, pos, poses)
         return x0
@@ -187,7 +187,7 @@ class GraphSession(EngineSession):
         for i in range(0, n, bf):
             a, p = self._check(actions[i:i + bf][None], None if poses is None else poses[i:i + bf][None])
             latents = self.graph("encoder")(frames=torch.from_numpy(np.ascontiguousarray(frames[i:i + bf])))["latents"]
-            self._gather(self.strategy.attend_slots(self.memory, Rollout._query_pose(p)))
+            self._gather(self.strategy.attend_slots(self.memory, Rollout._query_pose(p) if self.retrieval else None))
             self._write(latents.float()[None], a, self._positions(), p)
 
     @torch.no_grad()

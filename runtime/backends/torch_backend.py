@@ -22,6 +22,14 @@ class TorchSession(EngineSession):
     def next_frame(self) -> int:
         return self.rollout.next_frame
 
+    @property
+    def retrieval(self) -> bool:
+        return self.rollout.retrieval
+
+    @retrieval.setter
+    def retrieval(self, on: bool) -> None:
+        self.rollout.retrieval = on
+
     def reset(self) -> None:
         self.rollout.reset()
 
@@ -70,6 +78,10 @@ class TorchBackend(Backend):
     def __init__(self, checkpoint, device: str = "cpu", model: WorldModel | None = None):
         self.model = model if model is not None else WorldModel.load(checkpoint, device)
         super().__init__(self.model.config)
+
+    def strategies(self):
+        # `memorypack` needs the SemanticPack network, which only some checkpoints hold.
+        return super().strategies() + (("memorypack",) if self.model.semantic_pack is not None else ())
 
     def new_session(self, strategy=None, capacity=None, attention_budget=None, seed=0):
         return TorchSession(self.model, strategy, capacity, attention_budget, seed)

@@ -6,7 +6,8 @@ Speed is shown here, never by timed tests.
 
 from worldmodel.cli.common import register_group
 
-BENCH_MODULES = ["worldmodel.bench_generate", "worldmodel.bench_train", "worldmodel.data.bench_record", "runtime.bench_serve"]
+BENCH_MODULES = ["worldmodel.bench_generate", "worldmodel.bench_train", "worldmodel.data.bench_record", "runtime.bench_serve",
+                 "runtime.bench_soak"]
 
 
 def register(sub):

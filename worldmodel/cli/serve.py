@@ -12,7 +12,7 @@ import tempfile
 def register(sub):
     p = sub.add_parser(
         "serve",
-        help="run the world-model server (ZeroMQ, protocol v1)",
+        help="run the world-model server (ZeroMQ, protocol v2)",
         description="magworld serve: load a checkpoint (autoencoder, generator, memory model) and serve "
         "generated frames to clients over ZeroMQ (docs/protocol.md). One session per client, each with "
         "its own rolling compressed memory. Binds loopback unless told otherwise; a remote bind needs "
@@ -27,8 +27,13 @@ def register(sub):
     p.add_argument("--backend", default="torch", choices=["torch", "cudagraph", "onnxruntime", "tensorrt"],
                    help="torch (default): eager PyTorch; cudagraph: each network pass replayed as one CUDA graph "
                    "(on CPU it runs eagerly; not yet measured on a GPU)")
-    p.add_argument("--max-sessions", type=int, default=8)
+    p.add_argument("--max-sessions", type=int, help="sessions held at once (default: as many as half the device "
+                   "memory free at start holds, at most 64)")
     p.add_argument("--idle-timeout", type=float, default=300.0, help="seconds before an idle session is dropped")
+    p.add_argument("--evict-after", type=float, default=30.0, help="a session not stepped for this many seconds "
+                   "is evicted when a new client needs its place")
+    p.add_argument("--queue-bytes", type=int, default=16 * 2**20, help="per connection: bytes of replies queued for "
+                   "a client that does not read before they are dropped (and of requests waiting to be served)")
     p.add_argument("--max-capacity", type=int, help="memory slots a client may ask for (default: the config's capacity)")
     p.add_argument("--max-observe-blocks", type=int, default=16, help="blocks of frames per observe/reset request")
     p.add_argument("--max-message-bytes", type=int, help="larger requests get a too_large error (default: fits "
@@ -74,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
     opts = ServerOptions(
         bind=args.bind, pub=args.pub, max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout,
+        evict_after_s=args.evict_after, queue_bytes=args.queue_bytes,
         max_capacity=args.max_capacity, max_observe_blocks=args.max_observe_blocks,
         max_message_bytes=args.max_message_bytes, insecure=args.insecure,
         curve_secret_key=args.curve_secret_key, curve_clients=args.curve_clients, batch_steps=not args.no_batching,

@@ -16,6 +16,10 @@ class FullMemory(MemoryStrategy):
     def kept_frames(self) -> list[int]:
         return list(range(self.block_frames))
 
+    def min_capacity(self) -> int:
+        # The first sink_frames frames are never evicted; a whole block must fit beside them.
+        return self.cfg.sink_frames + self.block_frames
+
     def choose_slots(self, memory, frames):
         slots, _ = super().choose_slots(memory, frames)
         return slots, np.asarray(frames) < self.cfg.sink_frames

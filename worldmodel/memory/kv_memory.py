@@ -16,6 +16,8 @@ Writes are validated before any buffer is touched, so a bad write leaves the mem
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -25,6 +27,18 @@ from worldmodel.model.dit import MemoryView
 
 class KVMemoryError(ValueError):
     """A write or read the memory cannot honour (bad shape, no room, non-finite values)."""
+
+
+@dataclass
+class WritePlan:
+    """A write that KVMemory.check_write has validated; KVMemory.commit stores it."""
+
+    slots: np.ndarray  # [n] int64
+    k: torch.Tensor  # [layers, batch, n, N, heads, head_dim]
+    v: torch.Tensor
+    frames: np.ndarray  # [n] int64
+    poses: np.ndarray  # [batch, n, pose_dim] float32
+    sink: np.ndarray | bool
 
 
 class KVMemory:
@@ -120,6 +134,10 @@ class KVMemory:
         poses:  [batch, n, pose_dim] or None (zeros)
         sink:   n bools, or None (False)
         """
+        self.commit(self.check_write(slots, k, v, frames, poses, sink))
+
+    def check_write(self, slots, k, v, frames, poses=None, sink=None) -> WritePlan:
+        """Validate a write (arguments as `write`) without touching any buffer."""
         slots = np.asarray(slots, dtype=np.int64).reshape(-1)
         frames = np.asarray(frames, dtype=np.int64).reshape(-1)
         n = len(slots)
@@ -142,6 +160,11 @@ class KVMemory:
             raise KVMemoryError(f"poses must have shape {[self.batch, n, self.cfg.pose_dim]}, got {list(poses.shape)}")
         if not np.isfinite(poses).all():
             raise KVMemoryError("poses hold NaN or infinite values; memory left unchanged")
+        return WritePlan(slots, k, v, frames, poses, False if sink is None else np.asarray(sink, dtype=bool))
+
+    def commit(self, plan: WritePlan) -> None:
+        """Store a checked write (check_write); cannot fail on a plan made for this memory."""
+        slots, k, v, frames, poses, n = plan.slots, plan.k, plan.v, plan.frames, plan.poses, len(plan.slots)
         if n == 0:
             return
         self.evictions += int((self.frame[slots] >= 0).sum())  # overwriting a held slot evicts it
@@ -151,7 +174,7 @@ class KVMemory:
         self.valid[idx] = True
         self.frame[slots] = frames
         self.pose[:, slots] = poses
-        self.sink[slots] = False if sink is None else np.asarray(sink, dtype=bool)
+        self.sink[slots] = plan.sink
         self.written[slots] = np.arange(self._counter, self._counter + n)
         self._counter += n
 

@@ -25,6 +25,10 @@ class MagMemory(MemoryStrategy):
     def kept_frames(self) -> list[int]:
         return [self.block_frames - 1]
 
+    def min_capacity(self) -> int:
+        # Eviction ranks a slot by its overlap with another held slot: with one slot there is none.
+        return 2
+
     @property
     def recent(self) -> int:
         return self.cfg.attention_budget // 2

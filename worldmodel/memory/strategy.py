@@ -31,8 +31,21 @@ class MemoryStrategy:
         raise NotImplementedError
 
     def capacity_needed(self) -> int:
-        """Smallest capacity this strategy can work with."""
+        """Smallest capacity one block's write needs."""
         return len(self.kept_frames())
+
+    def min_capacity(self) -> int:
+        """Smallest capacity with which every write succeeds however long the session runs, as
+        the eviction rule of choose_slots makes it (capacity_needed() only covers one block).
+        The runtime refuses smaller capacities at `reset`; nothing here changes what is stored."""
+        return self.capacity_needed()
+
+    def capacity_error(self, capacity: int) -> str | None:
+        """Why `capacity` slots cannot work for this strategy, or None when they can."""
+        need = self.min_capacity()
+        if capacity < need:
+            return f"strategy {self.name!r} needs a capacity of at least {need} slots, got {capacity}"
+        return None
 
     def choose_slots(self, memory: KVMemory, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Slots for new frames (absolute indices `frames`) and whether each is a sink.
@@ -57,9 +70,20 @@ class MemoryStrategy:
         frame_pos: [Bf] absolute frame indices; poses: [B, Bf, pose_dim] or None.
         Returns the slots written (empty if the strategy keeps nothing).
         """
+        plan = self.plan_block(memory, kvs, frame_pos, poses)
+        if plan is None:
+            return np.zeros(0, dtype=np.int64)
+        memory.commit(plan)
+        return plan.slots
+
+    def plan_block(self, memory: KVMemory, kvs, frame_pos, poses=None):
+        """Everything of write_block short of writing: the slots chosen and the write checked
+        (a WritePlan for memory.commit), or None when the strategy keeps nothing. Raises what
+        write_block would raise, with the memory untouched, so a batch of sessions can be
+        checked whole before any of them is written (worldmodel/rollout_batch.py)."""
         keep = self.kept_frames()
         if not keep:
-            return np.zeros(0, dtype=np.int64)
+            return None
         if memory.capacity < self.capacity_needed():
             raise KVMemoryError(
                 f"strategy {self.name!r} needs at least {self.capacity_needed()} slots, memory has {memory.capacity}"
@@ -74,5 +98,4 @@ class MemoryStrategy:
         if poses is not None:
             p = (poses.detach().cpu().numpy() if isinstance(poses, torch.Tensor) else np.asarray(poses))[:, keep]
         slots, sink = self.choose_slots(memory, frames)
-        memory.write(slots, k, v, frames, p, sink)
-        return slots
+        return memory.check_write(slots, k, v, frames, p, sink)

@@ -16,6 +16,15 @@ class WindowMemory(FullMemory):
     def capacity_needed(self) -> int:
         return self.cfg.sink_frames + self.cfg.window_frames
 
+    def min_capacity(self) -> int:
+        return self.capacity_needed()  # the window never holds more than sinks + window
+
+    def capacity_error(self, capacity: int) -> str | None:
+        if self.cfg.window_frames < self.block_frames:  # choose_slots refuses every block
+            return (f"strategy {self.name!r} cannot run on this model: its window of {self.cfg.window_frames} "
+                    f"frames is smaller than a block of {self.block_frames}")
+        return super().capacity_error(capacity)
+
     def choose_slots(self, memory, frames):
         n = len(frames)
         limit = self.capacity_needed()

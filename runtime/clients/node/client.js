@@ -1,9 +1,10 @@
-// Node.js client for the magworld server, protocol v1 (docs/protocol.md).
+// Node.js client for the magworld server, protocol v2 (docs/protocol.md).
 //
 // A DEALER socket sends [JSON header, optional binary payload]; the reply is [JSON header,
-// optional binary payload]. Reliability as in the Python client (Lazy Pirate): on a timeout the
-// socket is replaced by one with the same routing id (the server keys sessions by it) and the
-// request is sent again with the same `id`, which the server answers from its stored reply.
+// optional binary payload]. `reset` returns a session token, which the client puts in every later
+// request by itself (the server knows sessions by token, not by socket). Reliability as in the
+// Python client (Lazy Pirate): on a timeout the socket is replaced by a new one and the request is
+// sent again with the same `id` and token, which the server answers from its stored reply.
 "use strict";
 
 const zmq = require("zeromq");
@@ -17,25 +18,29 @@ class ServerError extends Error {
 }
 
 class MagworldClient {
-  constructor(endpoint, { timeoutMs = 10000, retries = 3, routingId } = {}) {
+  constructor(endpoint, { timeoutMs = 10000, retries = 3 } = {}) {
     this.endpoint = endpoint;
     this.timeoutMs = timeoutMs;
     this.retries = retries;
-    this.routingId = routingId || crypto.randomBytes(8).toString("hex");
+    this.prefix = crypto.randomBytes(4).toString("hex");
+    this.token = null; // the session's credential, from reset
     this.counter = 0;
     this.socket = null;
     this._connect();
   }
 
   _connect() {
-    this.socket = new zmq.Dealer({ routingId: this.routingId, linger: 0, receiveTimeout: this.timeoutMs });
+    // A fresh routing id per socket: the session follows the token, not the connection.
+    this.socket = new zmq.Dealer({ linger: 0, receiveTimeout: this.timeoutMs });
     this.socket.connect(this.endpoint);
   }
 
   // Send one request; resolve to { header, payload } or reject with ServerError / timeout Error.
   async request(header, payload) {
-    const id = `node-${this.routingId}-${++this.counter}`;
-    const parts = [Buffer.from(JSON.stringify({ id, ...header }))];
+    const id = `node-${this.prefix}-${++this.counter}`;
+    const full = { id, ...header };
+    if (this.token && header.op !== "info") full.token = this.token;
+    const parts = [Buffer.from(JSON.stringify(full))];
     if (payload) parts.push(payload);
     for (let attempt = 0; attempt <= this.retries; attempt++) {
       await this.socket.send(parts);
@@ -60,9 +65,16 @@ class MagworldClient {
     return (await this.request({ op: "info" })).header;
   }
 
-  // options: seed, scene, strategy, capacity, memory_bytes, attention_budget, revisit, revisit_decode
+  // options: seed, scene, strategy, capacity, memory_bytes, attention_budget, retrieval, revisit, revisit_decode
   async reset(options = {}) {
-    return (await this.request({ op: "reset", ...options })).header;
+    const { header } = await this.request({ op: "reset", ...options });
+    this.token = header.token;
+    return header;
+  }
+
+  // Liveness without a model call: { alive, sessions, session } (rejects no_session / evicted when the session is gone).
+  async heartbeat() {
+    return (await this.request({ op: "heartbeat" })).header;
   }
 
   // frames: Buffer of n*H*W*3 RGB bytes; shape [n, H, W, 3]; actions/poses: n rows.
@@ -92,6 +104,10 @@ class MagworldClient {
   }
 
   async close() {
+    if (!this.token) {
+      this.socket.close();
+      return false;
+    }
     const { header } = await this.request({ op: "close" });
     this.socket.close();
     return header.closed;

@@ -1,0 +1,258 @@
+"""The runtime under hostile or unlucky clients (issue 14): one regression test per finding."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+import zmq
+
+from runtime import protocol as P
+from runtime import server as server_module
+from runtime.backends.torch_backend import TorchBackend
+from runtime.client import Client, ServerError
+from runtime.server import Server, ServerOptions, is_loopback, session_limit
+from runtime_helpers import ServerProcess, pan_actions, tiny_checkpoint, wait_for
+from test_runtime_dispatch import TOKENS, Outbox, call, with_token
+from worldmodel.bundle import WorldModel
+from worldmodel.config import MemoryConfig, preset
+from worldmodel.memory import KVMemoryError, make_strategy
+
+STEP = {"op": "step", "actions": [[7.5, 0, 3, 0]] * 3}
+
+
+@pytest.fixture(scope="module")
+def model():
+    return WorldModel.random(preset("tiny"))
+
+
+@pytest.fixture(scope="module")
+def backend(model):
+    return TorchBackend(None, model=model)
+
+
+def new_server(backend, **kw):
+    srv = Server(backend, ServerOptions(**kw), log=open("/dev/null", "w"))
+    srv.router = Outbox()
+    return srv
+
+
+# ---------------------------------------------------------------- 1. batching and capacities
+
+
+@pytest.mark.parametrize("strategy", ["mag", "full", "window"])
+def test_the_capacity_rule_is_what_the_eviction_code_can_run(model, strategy):
+    """min_capacity slots run a long session; one slot fewer fails within a few blocks."""
+    cfg = model.config
+    need = make_strategy(MemoryConfig(strategy, 24, cfg.memory.window_frames, cfg.memory.sink_frames, 1),
+                         cfg.model.block_frames).min_capacity()
+    a = torch.zeros(1, 3, 4)
+    for capacity, works in ((need, True), (need - 1, False)):
+        roll = model.rollout(strategy, capacity=capacity, attention_budget=1)
+        failed = False
+        for _ in range(need + 3):
+            try:
+                roll.generate(a)
+            except (KVMemoryError, ValueError):
+                failed = True
+                break
+        assert failed != works, (strategy, capacity)
+
+
+def test_capacities_that_cannot_work_are_refused_at_reset(backend):
+    srv = new_server(backend)
+    for strategy, capacity in (("mag", 1), ("full", 3), ("full", 5)):
+        head, _ = call(srv, b"x", {"op": "reset", "strategy": strategy, "capacity": capacity})
+        assert head["error"]["code"] == P.BAD_VALUE and "at least" in head["error"]["message"]
+    assert call(srv, b"x", {"op": "reset", "strategy": "full", "capacity": 6})[0]["status"] == "ok"
+    assert call(srv, b"x", {"op": "reset", "strategy": "mag", "capacity": 2})[0]["status"] == "ok"
+
+
+def test_a_failed_write_in_a_batch_leaves_every_other_session_as_it_was(backend, monkeypatch):
+    """One session's memory write fails inside a batched pass (as `mag` with one slot did): the
+    other session's blocks stay exactly those of a clean run, block after block."""
+    together, alone = new_server(backend), new_server(backend)
+    for srv in (together, alone):
+        call(srv, b"good", {"op": "reset", "seed": 3})
+    call(together, b"bad", {"op": "reset", "seed": 5})
+    bad = together.sessions.get(TOKENS[(id(together), b"bad")]).engine.rollout.strategy
+
+    def no_room(memory, frames):
+        raise KVMemoryError("no room")
+
+    monkeypatch.setattr(bad, "choose_slots", no_room)
+    for block in range(4):
+        together._serve_messages([[c, json.dumps(with_token(together, c, {**STEP, "id": block})).encode()]
+                                  for c in (b"good", b"bad")])  # good first: written before bad fails
+        assert together.router.sent[b"bad"][-1][0]["error"]["code"] == P.INTERNAL
+        head, frames = together.router.sent[b"good"][-1]
+        want, want_frames = call(alone, b"good", {**STEP, "id": block})
+        assert head["first_frame"] == want["first_frame"] and head["memory"] == want["memory"]
+        assert np.abs(np.frombuffer(frames[0], np.uint8).astype(int)
+                      - np.frombuffer(want_frames[0], np.uint8).astype(int)).max() <= 1
+
+
+# ---------------------------------------------------------------- 2. bounded memory
+
+
+def test_replies_to_a_client_that_does_not_read_are_dropped_and_counted(tmp_path):
+    srv = ServerProcess(tiny_checkpoint(tmp_path / "tiny"), "--queue-bytes", "200000")
+    ctx = zmq.Context.instance()
+    deaf = ctx.socket(zmq.DEALER)
+    deaf.setsockopt(zmq.RCVHWM, 1)
+    deaf.setsockopt(zmq.RCVBUF, 4096)
+    deaf.setsockopt(zmq.LINGER, 0)
+    deaf.connect(srv.endpoint)
+    try:
+        with Client(srv.endpoint, timeout_s=30) as c:
+            assert c.info().raw["limits"]["queued_replies"] == 2  # 200,000 bytes of replies of ~79 KB at most
+            for _ in range(20_000):
+                deaf.send_multipart([b'{"op": "info"}'])
+            assert wait_for(lambda: c.info().raw["stats"]["replies_dropped"]["not_reading"] > 0, timeout=60)
+            assert srv.alive()
+    finally:
+        deaf.close()
+        srv.kill()
+
+
+def test_every_part_is_capped_by_the_message_limit(backend):
+    srv = Server(backend, ServerOptions(bind="tcp://127.0.0.1:*"), log=open("/dev/null", "w"),
+                 context=zmq.Context())
+    srv.bind()
+    try:
+        assert srv.router.getsockopt(zmq.MAXMSGSIZE) == 4 * srv.max_message_bytes
+        # requests queued per connection: queue_bytes of them (at least two messages)
+        assert srv.router.getsockopt(zmq.RCVHWM) == max(2, srv.opts.queue_bytes // srv.max_message_bytes)
+        assert srv.router.getsockopt(zmq.SNDHWM) == max(2, srv.opts.queue_bytes // srv.max_reply_bytes)
+    finally:
+        srv.close()
+
+
+# ---------------------------------------------------------------- 3. session slots
+
+
+def test_a_new_client_evicts_the_least_recently_stepped_idle_session(backend):
+    srv = new_server(backend, max_sessions=2, evict_after_s=0.3)
+    call(srv, b"a", {"op": "reset"})
+    call(srv, b"b", {"op": "reset"})
+    assert call(srv, b"c", {"op": "reset"})[0]["error"]["code"] == P.BUSY  # both stepped just now
+    time.sleep(0.35)
+    call(srv, b"b", STEP)  # b steps; a only asks cheap questions, which do not keep it
+    call(srv, b"a", {"op": "memory"})
+    assert call(srv, b"c", {"op": "reset"})[0]["status"] == "ok"
+    head, _ = call(srv, b"a", STEP)
+    assert head["error"]["code"] == P.EVICTED and "reset" in head["error"]["message"]
+    assert call(srv, b"b", STEP)[0]["status"] == "ok"
+    assert srv.info()["stats"]["sessions_evicted"] == 1
+
+
+def test_the_session_limit_follows_the_device_memory(backend, monkeypatch):
+    counts = []
+    for free in (2**26, 2**27):
+        monkeypatch.setattr(server_module, "_free_memory", lambda device, free=free: free)
+        counts.append(session_limit(backend, "cpu", 24))
+    assert counts[1] in (2 * counts[0], 2 * counts[0] + 1) and counts[0] >= 1
+    monkeypatch.setattr(server_module, "_free_memory", lambda device: 2**40)
+    assert session_limit(backend, "cpu", 24) == server_module.MAX_SESSIONS_CAP
+
+
+# ---------------------------------------------------------------- 4. the session token
+
+
+def test_a_routing_id_gives_no_access_only_the_token_does(backend):
+    srv = new_server(backend)
+    head, _ = call(srv, b"victim", {"op": "reset", "seed": 1})
+    token = head["token"]
+    assert len(token) == P.TOKEN_CHARS and token not in srv.log_file.name
+    call(srv, b"victim", STEP)
+    for op in ("memory", "step", "decode_memory", "close", "observe"):  # the victim's routing id, no token
+        out = srv.handle(b"victim", [json.dumps({**STEP, "op": op, "slot": 0}).encode()])
+        assert json.loads(out[0])["error"]["code"] == P.NO_TOKEN
+    guess = srv.handle(b"victim", [json.dumps({"op": "memory", "token": "f" * 32}).encode()])
+    assert json.loads(guess[0])["error"]["code"] == P.NO_SESSION
+    assert call(srv, b"victim", {"op": "memory"})[0]["next_frame"] == 3  # untouched
+    bad = srv.handle(b"x", [json.dumps({"op": "memory", "token": 7}).encode()])
+    assert json.loads(bad[0])["error"]["code"] == P.BAD_VALUE
+
+
+# ---------------------------------------------------------------- 5. validation gaps
+
+
+@pytest.mark.parametrize("field", ["actions", "poses"])
+def test_integers_beyond_a_float_are_bad_values(backend, field):
+    srv = new_server(backend)
+    call(srv, b"a", {"op": "reset"})
+    rows = [[0, 0, 0, 0, 0][: 4 if field == "actions" else 5] for _ in range(3)]
+    rows[1][0] = 10 ** 400
+    header = {**STEP, field: rows}
+    head, _ = call(srv, b"a", header)
+    assert head["error"]["code"] == P.BAD_VALUE
+
+
+def test_info_advertises_memorypack_only_when_the_model_can_serve_it(backend):
+    srv = new_server(backend)
+    assert "memorypack" not in srv.info()["memory"]["strategies"]
+    assert call(srv, b"a", {"op": "reset", "strategy": "memorypack"})[0]["error"]["code"] == P.BAD_VALUE
+    packed = TorchBackend(None, model=WorldModel.random(preset("tiny"), semantic_pack=True))
+    assert "memorypack" in new_server(packed).info()["memory"]["strategies"]
+
+
+def test_the_loopback_check_resolves_the_address():
+    assert is_loopback("tcp://127.0.0.1:1") and is_loopback("tcp://localhost:1") and is_loopback("tcp://[::1]:1")
+    for ep in ("tcp://127.attacker.example:1", "tcp://127.0.0.1.nip.io.invalid:1", "tcp://*:1", "tcp://eth0:1",
+               "tcp://0.0.0.0:1", "udp://127.0.0.1:1"):
+        assert not is_loopback(ep), ep
+
+
+# ---------------------------------------------------------------- 8. failure behaviour
+
+
+def test_heartbeat_and_a_server_restart(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ckpt = tiny_checkpoint(tmp_path / "tiny")
+    srv = ServerProcess(ckpt, bind=f"tcp://127.0.0.1:{port}")
+    try:
+        with Client(srv.endpoint, timeout_s=5, retries=6) as c:
+            assert c.heartbeat()["alive"] is True and "session" not in c.heartbeat()
+            sid = c.reset(seed=1)["session"]
+            assert c.heartbeat()["session"] == sid
+            c.step(pan_actions(3, 1.0))
+            srv.kill()
+            srv = ServerProcess(ckpt, bind=f"tcp://127.0.0.1:{port}")
+            with pytest.raises(ServerError) as e:  # the sessions died with the old process
+                c.step(pan_actions(3, 1.0))
+            assert e.value.code == P.NO_SESSION
+            c.reset(seed=1)  # a reset with the stale token opens a new session
+            assert c.step(pan_actions(3, 1.0)).first_frame == 0
+    finally:
+        srv.kill()
+
+
+# ---------------------------------------------------------------- issue 12.4: retrieval, attention budget
+
+
+def test_reset_switches_retrieval_and_sets_the_attention_budget(backend, model):
+    srv = new_server(backend)
+    head, _ = call(srv, b"a", {"op": "reset", "capacity": 8, "attention_budget": 2, "retrieval": False, "seed": 2})
+    assert head["retrieval"] is False and head["attention_budget"] == 2
+    mem = call(srv, b"a", {"op": "memory"})[0]
+    assert mem["retrieval"] is False and mem["attention_budget"] == 2
+    assert call(srv, b"b", {"op": "reset", "strategy": "full", "capacity": 12, "retrieval": False})[0]["error"][
+        "code"] == P.BAD_VALUE
+    assert call(srv, b"b", {"op": "reset", "retrieval": "no"})[0]["error"]["code"] == P.BAD_VALUE
+    # The switch is the eval's "mag (recent only)": a rollout with retrieval off makes the same frames.
+    roll = model.rollout("mag", capacity=8, attention_budget=2)
+    roll.retrieval = False
+    gen = torch.Generator().manual_seed(2)
+    turn = [[11.25, 0, 5, 0]] * 3
+    for i in range(5):
+        poses = [[0, 0, 0, (90 * i) % 360, 0]] * 3
+        head, frames = call(srv, b"a", {"op": "step", "actions": turn, "poses": poses})
+        x0 = roll.generate(torch.tensor([turn]), None, torch.tensor([poses], dtype=torch.float32), generator=gen)
+        want = model.decode(x0)[0].cpu().numpy()
+        assert np.abs(np.frombuffer(frames[0], np.uint8).reshape(want.shape).astype(int) - want).max() <= 1
