@@ -172,6 +172,7 @@ class GraphSession(EngineSession):
         state = mem.state()
         state["full_cache_bytes"] = self._next_frame * mem.bytes_per_slot
         state["strategy"] = self.strategy.name
+        state["frames_per_slot"] = self.strategy.frames_per_slot
         state["slots"] = [
             {"slot": int(s), "frame": int(mem.frame[s]), "pose": mem.pose[0, s].tolist()} for s in mem.used_slots()
         ]
