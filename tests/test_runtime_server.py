@@ -70,6 +70,18 @@ def test_a_whole_session(server):
         assert e.value.code == "no_session"
 
 
+def test_the_clients_docstring_example_runs_and_observes_real_frames_first(server):
+    import runtime.client
+
+    doc = runtime.client.__doc__
+    example = doc[doc.index("    from game.truth"):doc.index("Observe first")]
+    names = {}
+    exec("\n".join(line[4:] for line in example.splitlines()).replace("tcp://127.0.0.1:5555", server.endpoint), names)
+    block, start = names["block"], names["start"]
+    assert start.frames.dtype == np.uint8 and start.frames.std() > 10  # engine frames, not blank ones
+    assert block.first_frame == len(start.frames) and block.frames.shape == (3, 24, 32, 3)
+
+
 def test_engine_frames_go_into_memory(server):
     """reset with start frames and observe write real frames as if generated; the poses given are kept."""
     frames = np.random.default_rng(0).integers(0, 255, (6, 24, 32, 3), dtype=np.uint8)
