@@ -23,7 +23,7 @@ import pygame
 from game.hud import GREY, WHITE, YELLOW, Fonts, text
 
 PAD = 3  # pixels around a cell's picture and label
-MIN_PICTURE = 12  # pixels: a smaller picture shows nothing; show fewer slots instead
+MIN_PICTURE = 30  # pixels high (a quarter of a 120-row frame): smaller shows nothing; show fewer slots
 
 
 @dataclass
@@ -50,9 +50,9 @@ def grid(n: int, width: int, height: int, label_w: int, label_h: int, aspect: fl
         rows = math.ceil(n / cols)
         pic_h = height // rows - label_h - 2 * PAD
         pic_w = cell_w - 2 * PAD
-        if pic_h < MIN_PICTURE or pic_w < MIN_PICTURE:
-            continue
         scale = min(pic_w / aspect, pic_h)  # the height a picture of this aspect gets
+        if scale < MIN_PICTURE:
+            continue
         if scale > best_scale:
             best, best_scale = (cols, rows, pic_h), scale
     return best
@@ -85,15 +85,15 @@ class MemoryView:
     def decoded(self) -> int:
         return sum(1 for s in self.slots if (s["slot"], s["frame"]) in self.images)
 
-    def title(self, shown: int, short: bool = False) -> str:
-        """The progress line: "memory: 19 slots · decoded 7/19 · decoding slot 12… · M closes"."""
+    def titles(self, shown: int) -> list[str]:
+        """The progress line, longest first ("memory: 19 slots · decoded 7/19 · decoding slot 12…
+        · M closes"), then shorter forms for narrow windows."""
         n = len(self.slots)
         s = f"memory: {n} slots · decoded {self.decoded}/{n}"
-        if self.decoding is not None and not short:
-            s += f" · decoding slot {self.decoding['slot']}…"
-        if shown < n:
-            s += f" · newest {shown} shown" if short else f" · showing the newest {shown} (a larger window shows all)"
-        return s if short else s + " · M closes"
+        more = f" · showing the newest {shown} (a larger window shows all)" if shown < n else ""
+        busy = f" · decoding slot {self.decoding['slot']}…" if self.decoding is not None else ""
+        return [s + busy + more + " · M closes", s + (f" · newest {shown} shown" if shown < n else ""),
+                f"decoded {self.decoded}/{n}" + (f" · {shown} shown" if shown < n else "")]
 
     def layout(self, fonts: Fonts, area: pygame.Rect, frame_size: tuple[int, int]) -> list[Cell]:
         """The cells of the slots shown in `area` (below the title); frame_size = (width, height)."""
@@ -115,23 +115,23 @@ class MemoryView:
         first = len(self.slots) - shown
         for i, (s, ls) in enumerate(zip(self.slots[first:], lines[first:])):
             x, y = area.x + PAD + (i % cols) * cell_w, top + (i // cols) * cell_h
-            box = pygame.Rect(x + PAD, y, cell_w - 2 * PAD, pic_h)
-            k = min(box.width / frame_size[0], box.height / frame_size[1])
+            k = min((cell_w - 2 * PAD) / frame_size[0], pic_h / frame_size[1])
             picture = pygame.Rect(0, 0, max(1, int(frame_size[0] * k)), max(1, int(frame_size[1] * k)))
-            picture.center = box.center
-            rects = [pygame.Rect(x + PAD, box.bottom + PAD + j * line_h, fonts.small.size(t)[0], line_h)
+            # The label sits right under its own picture (not at the cell's foot, where it would
+            # read as the caption of the picture below it); picture and label centred in the cell.
+            spare = cell_h - (picture.height + PAD + label_h)
+            picture.midtop = (x + cell_w // 2, y + spare // 2)
+            left = max(x + PAD, min(picture.x, x + cell_w - PAD - label_w))
+            rects = [pygame.Rect(left, picture.bottom + PAD + j * line_h, fonts.small.size(t)[0], line_h)
                      for j, t in enumerate(ls)]
             cells.append(Cell(s, picture, list(zip(ls, rects))))
         return cells
 
     def draw(self, surface, fonts: Fonts, area: pygame.Rect, frame_size: tuple[int, int]) -> None:
-        shade = pygame.Surface(area.size, pygame.SRCALPHA)
-        shade.fill((0, 0, 0, 225))
-        surface.blit(shade, area.topleft)
+        surface.fill((8, 8, 10), area)  # opaque: the dream's banner and border would show through
         cells = self.layout(fonts, area, frame_size)
-        title = self.title(len(cells))
-        if fonts.large.size(title)[0] > area.width - 24:
-            title = self.title(len(cells), short=True)
+        titles = self.titles(len(cells))
+        title = next((t for t in titles if fonts.large.size(t)[0] <= area.width - 24), titles[-1])
         text(surface, fonts.large, title, (area.x + 12, area.y + 8))
         wait = fonts.small.render("decoding…", True, GREY)
         for cell in cells:

@@ -144,7 +144,7 @@ def test_memory_view_decodes_slots_and_holds_generation(make):
     assert len(held) >= 2 and len(ex.memory.images) == len(held)  # every slot decoded, one per tick
     img = next(iter(ex.memory.images.values()))
     assert img.shape == (ex.info.height, ex.info.width, 3) and img.dtype == np.uint8
-    assert f"decoded {len(held)}/{len(held)}" in ex.memory.title(len(held))
+    assert f"decoded {len(held)}/{len(held)}" in ex.memory.titles(len(held))[0]
 
 
 def test_memory_view_keeps_decoded_slots_when_closed_and_reopened(make):

@@ -7,7 +7,7 @@ import pygame
 import pytest
 
 from game import hud
-from game.memory_view import MemoryView
+from game.memory_view import MIN_PICTURE, MemoryView
 
 FRAME = (160, 120)  # the shipped models' frame (width, height)
 
@@ -41,9 +41,10 @@ def test_labels_never_overlap_each_other_or_the_pictures(size, n):
     if size == (1920, 1080):
         assert len(cells) == n
     if len(cells) < n:
-        assert f"showing the newest {len(cells)}" in v.title(len(cells))
+        assert f"showing the newest {len(cells)}" in v.titles(len(cells))[0]
     surface = pygame.Surface(size)
     v.draw(surface, fonts, area, FRAME)  # draws what it laid out
+    assert any(fonts.large.size(t)[0] <= size[0] - 24 for t in v.titles(len(cells)))  # a title that fits
 
 
 def test_a_small_window_shows_fewer_slots_not_overlapping_ones():
@@ -51,17 +52,17 @@ def test_a_small_window_shows_fewer_slots_not_overlapping_ones():
     small = view(48).layout(fonts, pygame.Rect(0, 0, 320, 200), FRAME)
     large = view(48).layout(fonts, pygame.Rect(0, 0, 1920, 1080), FRAME)
     assert 0 < len(small) < 48 and len(large) == 48
-    assert large[0].picture.height >= 12  # a picture you can see, not a sliver
+    assert min(c.picture.height for c in small + large) >= MIN_PICTURE  # pictures you can see, not slivers
 
 
 def test_progress_counts_decoded_slots():
     v = view(3)
-    assert v.title(3) == "memory: 3 slots · decoded 0/3 · M closes"
+    assert v.titles(3)[0] == "memory: 3 slots · decoded 0/3 · M closes"
     slot = v.next_to_decode()
     assert slot is v.slots[-1]  # the newest first
     v.decoding = slot
-    assert v.title(3) == f"memory: 3 slots · decoded 0/3 · decoding slot {slot['slot']}… · M closes"
+    assert v.titles(3)[0] == f"memory: 3 slots · decoded 0/3 · decoding slot {slot['slot']}… · M closes"
     v.add(slot, np.zeros((3, 120, 160, 3), np.uint8))
-    assert v.title(3) == "memory: 3 slots · decoded 1/3 · M closes" and v.next_to_decode() is v.slots[1]
+    assert v.titles(3)[0] == "memory: 3 slots · decoded 1/3 · M closes" and v.next_to_decode() is v.slots[1]
     v.update_slots(v.slots[:2])  # the decoded slot was overwritten: its picture goes
     assert v.decoded == 0
