@@ -79,7 +79,7 @@ def parse_precision(precision: str) -> torch.dtype:
 
 def load_for_export(checkpoint: str | Path, memory_overrides: list[str] | None = None):
     """(WorldModel on CPU, its config with memory overrides, checkpoint directory), with a
-    checkpoint that does not fit its own config.json reported as an ExportError."""
+    missing checkpoint, or one that does not fit its own config.json, reported as an ExportError."""
     from worldmodel.bundle import WorldModel
     from worldmodel.train.checkpoint import CheckpointError, resolve_checkpoint
 
@@ -87,7 +87,8 @@ def load_for_export(checkpoint: str | Path, memory_overrides: list[str] | None =
         directory = resolve_checkpoint(checkpoint)
         model = WorldModel.load(directory, "cpu")
     except CheckpointError as e:
-        raise ExportError(f"cannot export {checkpoint}: the checkpoint does not match its config.json:\n{e}") from e
+        # The checkpoint's own words: missing, incomplete, or weights that do not fit config.json.
+        raise ExportError(f"cannot export {checkpoint}: {e}") from e
     config = apply_overrides(model.config, memory_overrides or [])
     model.config = config
     return model, config, directory

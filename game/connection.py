@@ -52,6 +52,8 @@ class StepResult:
     memory_used: int
     memory_capacity: int
     bytes_held: int
+    frames_per_slot: float | None  # frames of history one slot stands for (None: the server does not say)
+    oldest_frame: int | None  # frame index of the oldest slot held (None: memory empty)
     model_ms: float
     latency_ms: float  # round trip measured here
 
@@ -91,7 +93,8 @@ class Connection:
             frames=block.frames, poses=block.poses, first_frame=block.first_frame,
             next_frame=int(h.get("next_frame", block.first_frame + len(block.frames))), revisit=block.revisit,
             memory_used=int(mem.get("used", 0)), memory_capacity=int(mem.get("capacity", 0)),
-            bytes_held=int(mem.get("bytes_held", 0)), model_ms=float(block.timings.get("model_ms", 0.0)),
+            bytes_held=int(mem.get("bytes_held", 0)), frames_per_slot=mem.get("frames_per_slot"),
+            oldest_frame=mem.get("oldest_frame"), model_ms=float(block.timings.get("model_ms", 0.0)),
             latency_ms=latency,
         )
 

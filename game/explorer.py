@@ -146,6 +146,7 @@ class Explorer:
         self.epoch = 0
         self.paused = self.help = False
         self.memory: MemoryView | None = None
+        self.memory_closed: MemoryView | None = None  # the view last closed: its decoded slots are kept
         self.recorder: Recorder | None = None
         self.recording_since = 0.0
         self.stats = hud.Stats(bytes_per_slot=self.info.bytes_per_slot)
@@ -193,6 +194,7 @@ class Explorer:
                 if self.memory is not None and not self.pending:
                     slot = self.memory.next_to_decode()
                     if slot is not None:
+                        self.memory.decoding = slot
                         self._submit("decode", self.conn.decode_slot, slot["slot"], data=slot)
                 # 4. finished requests
                 self._collect()
@@ -256,11 +258,12 @@ class Explorer:
                 self._stop_recording()
         elif cmd == "memory":
             if self.memory is None:
-                self.memory = MemoryView()
+                self.memory, self.memory_closed = self.memory_closed or MemoryView(), None
                 self.rows.clear()
                 self._submit("slots", self.conn.memory_slots)
             else:
-                self.memory = None
+                self.memory, self.memory_closed = None, self.memory
+                self.memory_closed.decoding = None
 
     # ------------------------------------------------------------------ requests
 
@@ -288,6 +291,7 @@ class Explorer:
             self.stats.pose = tuple(float(v) for v in seq.poses[-1])
         last = seq.frames[-1]
         self.current = (last, last if self.truth is not None else None)
+        self.memory_closed = None  # a new session: nothing decoded of it yet
         if self.memory is not None:
             self.memory = MemoryView()
             self._submit("slots", self.conn.memory_slots)
@@ -326,8 +330,8 @@ class Explorer:
                 self.events.append((self.tick, "session"))
             elif kind == "slots" and self.memory is not None:
                 self.memory.update_slots(result)
-            elif kind == "decode" and self.memory is not None:
-                self.memory.add(data, result)
+            elif kind == "decode" and (self.memory or self.memory_closed) is not None:
+                (self.memory or self.memory_closed).add(data, result)  # also when closed meanwhile
 
     def _failed(self, kind: str, e: Exception) -> None:
         msg = f"{kind} failed: {e}"
@@ -401,7 +405,7 @@ class Explorer:
         if self.recorder is not None:
             hud.draw_recording(s, self.fonts, time.monotonic() - self.recording_since)
         if self.memory is not None:
-            self.memory.draw(s, self.fonts, pygame.Rect(0, 0, s.get_width(), bar.y))
+            self.memory.draw(s, self.fonts, pygame.Rect(0, 0, s.get_width(), bar.y), (self.info.width, self.info.height))
         if self.help:
             hud.draw_help(s, self.fonts)
         pygame.display.flip()

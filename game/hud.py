@@ -45,6 +45,8 @@ class Stats:
     memory_capacity: int = 0
     bytes_held: int = 0
     bytes_per_slot: int = 0
+    frames_per_slot: float | None = None
+    oldest_frame: int | None = None
     pose: tuple | None = None
     revisit: dict | None = None
     revisit_at: int = -10**9  # frames shown when it appeared
@@ -62,6 +64,7 @@ class Stats:
         self.next_frame = result.next_frame
         self.memory_used, self.memory_capacity, self.bytes_held = (
             result.memory_used, result.memory_capacity, result.bytes_held)
+        self.frames_per_slot, self.oldest_frame = result.frames_per_slot, result.oldest_frame
         self.pose = tuple(float(v) for v in result.poses[-1])
         self.error = None
 
@@ -79,9 +82,20 @@ class Stats:
         return sum(n for _, n in list(self.arrivals)[1:]) / span if span > 0 else None
 
     @property
-    def full_cache_bytes(self) -> int:
-        """What a cache keeping every frame's K/V (Self Forcing) would hold by now."""
-        return self.next_frame * self.bytes_per_slot
+    def frames_held(self) -> int | None:
+        """Frames of history the held slots stand for (mag: B per slot); None if the server does not say."""
+        return None if self.frames_per_slot is None else round(self.memory_used * self.frames_per_slot)
+
+    @property
+    def full_cache_bytes(self) -> int | None:
+        """What a cache keeping every frame's K/V (Self Forcing) would need for the same frames.
+        Not for the whole history: no strategy holds that, so the ratio would grow without limit."""
+        return None if self.frames_held is None else self.frames_held * self.bytes_per_slot
+
+    @property
+    def history_frames(self) -> int | None:
+        """How far back the memory reaches: frames from its oldest slot to now (None: empty)."""
+        return None if self.oldest_frame is None else self.next_frame - self.oldest_frame
 
     def truth(self, value: float) -> None:
         self.truth_psnr = value
@@ -120,29 +134,45 @@ def draw_bar(surface, fonts: Fonts, rect: pygame.Rect, stats: Stats, info, flags
     line1 = (f"{info.model} · {info.backend}/{info.device} · generated {'–' if fps is None else f'{fps:.1f}'} "
              f"frames/s (target {info.fps:g}) · step latency {lat}{model}")
     text(surface, f, line1, (x, y))
-    ratio = stats.full_cache_bytes / stats.bytes_held if stats.bytes_held else None
-    line2 = (f"memory {stats.memory_used}/{stats.memory_capacity} slots ({info.strategy}) · "
-             f"{human_bytes(stats.bytes_held)} held vs {human_bytes(stats.full_cache_bytes)} for a full cache"
-             + (f" ({ratio:.1f}× smaller)" if ratio else ""))
-    text(surface, f, line2, (x, y + lh), GREY)
-    pose = "" if stats.pose is None else (
-        f" · pose x {stats.pose[0]:.0f} y {stats.pose[1]:.0f} angle {round(stats.pose[3]) % 360}° pitch {round(stats.pose[4])}°")
-    rev = f" · revisits {stats.revisits}"
-    if stats.revisit is not None:
-        r = stats.revisit.get("vs_remembered_frame") or {}
-        rev += f" (last {_db(r.get('psnr'))})"
-    line3 = f"frame {stats.next_frame}{pose}{rev} · start: {flags.get('source', '?')}"
+    text(surface, f, memory_line(stats, info.strategy), (x, y + lh), GREY)
+    text(surface, f, history_line(stats, info.fps), (x, y + 2 * lh), GREY)
+    line4 = "pose –" if stats.pose is None else (
+        f"pose x {stats.pose[0]:.0f} y {stats.pose[1]:.0f} angle {round(stats.pose[3]) % 360}° pitch {round(stats.pose[4])}°")
+    line4 += f" · start: {flags.get('source', '?')}"
     if flags.get("truth"):
         m = stats.truth_psnr_mean
-        line3 += f" · truth PSNR {_db(stats.truth_psnr)} (mean {_db(m)})"
-    text(surface, f, line3, (x, y + 2 * lh), GREY)
+        line4 += f" · truth PSNR {_db(stats.truth_psnr)} (mean {_db(m)})"
+    text(surface, f, line4, (x, y + 3 * lh), GREY)
     status = "F1 help · M memory · V record · P pause · R reset · Esc quit"
     if flags.get("paused"):
         status = "PAUSED — N steps one block, P resumes · " + status
     if stats.error:
-        text(surface, f, f"runtime: {stats.error}"[:160], (x, y + 3 * lh), RED)
+        text(surface, f, f"runtime: {stats.error}"[:160], (x, y + 4 * lh), RED)
     else:
-        text(surface, f, status, (x, y + 3 * lh), YELLOW if flags.get("paused") else DIM)
+        text(surface, f, status, (x, y + 4 * lh), YELLOW if flags.get("paused") else DIM)
+
+
+def memory_line(stats: Stats, strategy: str) -> str:
+    """Bytes held against a full cache of the same frames: the ratio that compares like with like."""
+    s = f"memory {stats.memory_used}/{stats.memory_capacity} slots ({strategy}) · {human_bytes(stats.bytes_held)} held"
+    full = stats.full_cache_bytes
+    if full and stats.bytes_held:
+        r = full / stats.bytes_held
+        than = f"a full cache of its {stats.frames_held} frames ({human_bytes(full)})"
+        s += (f", {r:.1f}× smaller than {than}" if r >= 1.05 else f", {1 / r:.1f}× larger than {than}"
+              if r <= 0.95 else f", as much as {than}")
+    return s
+
+
+def history_line(stats: Stats, fps: float) -> str:
+    """Where the session is, how far back its memory reaches, and the revisits so far."""
+    s = f"frame {stats.next_frame}"
+    back = stats.history_frames
+    s += " · memory empty" if back is None else f" · memory reaches back {back} frames ({back / fps:.1f} s)"
+    s += f" · revisits {stats.revisits}"
+    if stats.revisit is not None:
+        s += f" (last {_db((stats.revisit.get('vs_remembered_frame') or {}).get('psnr'))})"
+    return s
 
 
 def _db(v) -> str:
@@ -152,7 +182,7 @@ def _db(v) -> str:
 
 
 def bar_height(fonts: Fonts) -> int:
-    return 4 * (fonts.small.get_linesize() + 2) + 12
+    return 5 * (fonts.small.get_linesize() + 2) + 12
 
 
 def draw_revisit(surface, fonts: Fonts, rect: pygame.Rect, stats: Stats) -> None:

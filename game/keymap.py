@@ -56,6 +56,9 @@ COMMANDS: dict[str, str] = {
     "escape": "quit",
 }
 
+# Every key that does something: a script naming any other key has a typo in it.
+KNOWN_KEYS = frozenset(HELD) | ALT | SHIFT | frozenset(COMMANDS)
+
 HELP_LINES = (
     ("arrows / W A S D", "turn and move"),
     ("Q / E, Alt + arrows", "strafe left / right"),

@@ -530,7 +530,10 @@ class Server:
             "timings": {"model_ms": round(1000 * model_s, 3), "revisit_ms": round(1000 * (t2 - t1), 3),
                         "batch": batch},
             "revisit": report,
-            "memory": {"used": state["used"], "capacity": state["capacity"], "bytes_held": state["bytes_held"]},
+            "memory": {"used": state["used"], "capacity": state["capacity"], "bytes_held": state["bytes_held"],
+                       # what the HUD compares with a full cache, and how far back the memory reaches
+                       "frames_per_slot": state.get("frames_per_slot"),
+                       "oldest_frame": min((e["frame"] for e in state["slots"]), default=None)},
         }
         payload = np.ascontiguousarray(frames).tobytes()
         if self.pub is not None:

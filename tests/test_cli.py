@@ -61,3 +61,46 @@ def test_the_console_command_reports_a_users_mistake_in_one_line(tmp_path, monke
     monkeypatch.setenv("MAGWORLD_DEBUG", "1")
     with pytest.raises(Exception, match="no checkpoint at"):
         console()
+
+
+@pytest.mark.parametrize("content, says", [
+    ('[[0, ["w"]],', "is not valid JSON: Expecting value: line 1 column 13"),
+    ('{"ticks": []}', "expected a JSON list of [tick, [key names]], e.g. [[0, [\"w\"]]"),
+    ('[[0, ["w"]], [12]]', "entry 1 is [12]; expected a JSON list"),
+    ('[[-3, ["w"]]]', "entry 0: the tick must be a whole number >= 0, got -3"),
+    ('[[0, "w"]]', 'entry 0: the keys must be a list of key names, got "w"'),
+    ('[[0, ["lefty"]]]', "entry 0: unknown key 'lefty'; keys that do something: a, d,"),
+])
+def test_play_explains_a_bad_script_in_one_line(tmp_path, capsys, content, says):
+    from worldmodel.cli import main
+
+    script = tmp_path / "script.json"
+    script.write_text(content)
+    assert main(["play", "--script", str(script)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"magworld play: --script {script}") and says in err and "\n" not in err, err
+
+
+def test_play_reads_a_good_script(tmp_path):
+    from worldmodel.cli.play import load_script
+
+    path = tmp_path / "script.json"
+    path.write_text('[[0, ["w", "left"]], [6, []], [9, ["escape"]]]')
+    assert load_script(str(path)) == [(0, ["w", "left"]), (6, []), (9, ["escape"])]
+
+
+@pytest.mark.parametrize("fps", ["-3", "0", "nan"])
+def test_play_needs_a_positive_frame_rate(capsys, fps):
+    from worldmodel.cli import main
+
+    assert main(["play", "--fps", fps]) == 2
+    assert "--fps must be a positive number of frames per second" in capsys.readouterr().err
+
+
+def test_export_of_a_missing_checkpoint_says_it_is_missing(tmp_path, capsys):
+    from worldmodel.cli import main
+
+    assert main(["export", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"magworld export: cannot export {tmp_path / 'nope'}: no checkpoint at "), err
+    assert "does not match" not in err and "does not fit" not in err

@@ -101,6 +101,29 @@ def test_load_backend_from_a_checkpoint_uses_the_export_cache(monkeypatch, tmp_p
     assert load_backend("onnxruntime", exported(), "cpu").new_session().next_frame == 0
 
 
+def test_the_export_cache_can_be_chosen_and_is_always_named(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("MAGWORLD_CACHE", str(tmp_path / "from-the-environment"))
+    ckpt = checkpoint()
+    chosen = tmp_path / "chosen"
+    cached = chosen / f"{checkpoint_hash(ckpt)['sha256'][:16]}-fp32"
+    chosen.mkdir()
+    copy_of(exported(), "chosen-source").rename(cached)
+    capsys.readouterr()
+    backend = load_backend("onnxruntime", ckpt, "cpu", cache=chosen)  # the flag wins over the variable
+    assert backend.export_dir == cached
+    err = capsys.readouterr().err
+    assert f"cached in {cached}" in err and "--export-cache DIR or $MAGWORLD_CACHE" in err
+    assert not (tmp_path / "from-the-environment").exists()
+
+
+def test_export_cache_is_refused_where_nothing_is_exported(capsys):
+    from worldmodel.cli import main
+
+    assert main(["serve", "--backend", "torch", "--export-cache", "/tmp/x", "--preset", "tiny",
+                 "--random-weights", "--device", "cpu"]) == 2
+    assert "--export-cache is for the onnxruntime and tensorrt backends, not torch" in capsys.readouterr().err
+
+
 def test_an_export_of_another_checkpoint_is_stale():
     ckpt = make_checkpoint(copy_of(checkpoint(), "retrained"), seed=9)
     with pytest.raises(StaleExportError, match="stale export.*changed: .*generator.safetensors"):

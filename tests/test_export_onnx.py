@@ -157,6 +157,9 @@ def test_clear_errors():
     config = json.loads((bad / "config.json").read_text())
     config["model"]["ffn_dim"] = 48
     (bad / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ExportError, match="does not match its config.json"):
+    with pytest.raises(ExportError, match="cannot export .*: .* does not fit the model"):
         export_onnx(bad, ROOT / "never")
+    # A missing checkpoint says so first, not that its weights do not fit.
+    with pytest.raises(ExportError, match=r"^cannot export \S+: no checkpoint at "):
+        export_onnx(ROOT / "nothing-here", ROOT / "never")
     assert not (ROOT / "never").exists()

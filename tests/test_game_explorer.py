@@ -144,6 +144,18 @@ def test_memory_view_decodes_slots_and_holds_generation(make):
     assert len(held) >= 2 and len(ex.memory.images) == len(held)  # every slot decoded, one per tick
     img = next(iter(ex.memory.images.values()))
     assert img.shape == (ex.info.height, ex.info.width, 3) and img.dtype == np.uint8
+    assert f"decoded {len(held)}/{len(held)}" in ex.memory.titles(len(held))[0]
+
+
+def test_memory_view_keeps_decoded_slots_when_closed_and_reopened(make):
+    ex = make()
+    decoded = []
+    decode = ex.conn.decode_slot
+    ex.conn.decode_slot = lambda slot: decoded.append(slot) or decode(slot)
+    # open at 6, close at 14 (every slot decoded by then), open again at 16
+    ex.run(script=[(0, ["w"]), (6, ["m"]), (7, []), (14, ["m"]), (15, []), (16, ["m"]), (17, [])], max_ticks=24)
+    assert not ex.errors and ex.memory is not None
+    assert len(decoded) == len(ex.memory.slots) == len(set(decoded))  # each slot decoded once, not twice
 
 
 def test_truth_mode_runs_vizdoom_on_the_same_actions(make, server):

@@ -38,6 +38,10 @@ def test_info_describes_the_model_and_protocol(server):
     assert info.raw["limits"]["max_sessions"] == 6
 
 
+def mem_bytes(c, slots):
+    return slots * c.info().memory["bytes_per_slot"]
+
+
 def test_a_whole_session(server):
     with client(server) as c:
         c.reset(seed=1)
@@ -45,8 +49,12 @@ def test_a_whole_session(server):
         assert block.frames.shape == (3, 24, 32, 3) and block.frames.dtype == np.uint8
         assert block.first_frame == 0 and block.poses[:, 3].tolist() == [11.25, 22.5, 33.75]
         assert set(block.timings) >= {"model_ms"} and block.revisit is None
-        c.step(pan_actions(3, 11.25))
+        second = c.step(pan_actions(3, 11.25))
+        # What the HUD compares: each mag slot stands for a block; the oldest slot is frame 2.
+        assert second.header["memory"] == {"used": 2, "capacity": 24, "bytes_held": mem_bytes(c, 2),
+                                           "frames_per_slot": 3.0, "oldest_frame": 2}
         mem = c.memory()
+        assert mem["frames_per_slot"] == 3.0
         assert mem["used"] == 2 and mem["capacity"] == 24 and mem["next_frame"] == 6  # mag: one slot per block
         assert mem["bytes_held"] == 2 * mem["bytes_per_slot"] and mem["full_cache_bytes"] == 6 * mem["bytes_per_slot"]
         slot = mem["slots"][-1]
@@ -60,6 +68,18 @@ def test_a_whole_session(server):
         with pytest.raises(ServerError) as e:
             c.step(pan_actions(3, 0))
         assert e.value.code == "no_session"
+
+
+def test_the_clients_docstring_example_runs_and_observes_real_frames_first(server):
+    import runtime.client
+
+    doc = runtime.client.__doc__
+    example = doc[doc.index("    from game.truth"):doc.index("Observe first")]
+    names = {}
+    exec("\n".join(line[4:] for line in example.splitlines()).replace("tcp://127.0.0.1:5555", server.endpoint), names)
+    block, start = names["block"], names["start"]
+    assert start.frames.dtype == np.uint8 and start.frames.std() > 10  # engine frames, not blank ones
+    assert block.first_frame == len(start.frames) and block.frames.shape == (3, 24, 32, 3)
 
 
 def test_engine_frames_go_into_memory(server):

@@ -35,7 +35,8 @@ class EngineSession(ABC):
 
     @abstractmethod
     def memory_state(self) -> dict:
-        """Slots used/capacity, bytes held, what a full cache would hold, evictions, slot table."""
+        """Slots used/capacity, bytes held, what a full cache would hold, frames per slot,
+        evictions, slot table."""
 
     @abstractmethod
     def decode_slot(self, slot: int) -> np.ndarray:

@@ -213,6 +213,7 @@ class GraphSession(EngineSession):
         state = mem.state()
         state["full_cache_bytes"] = self._next_frame * mem.bytes_per_slot
         state["strategy"] = self.strategy.name
+        state["frames_per_slot"] = self.strategy.frames_per_slot
         state["slots"] = [
             {"slot": int(s), "frame": int(mem.frame[s]), "pose": mem.pose[0, s].tolist()} for s in mem.used_slots()
         ]
@@ -323,20 +324,23 @@ class GraphBackend(Backend):
         return GraphSession(self.runner, self.manifest, self.prompts, strategy, capacity, attention_budget, seed)
 
 
-def export_cache() -> Path:
-    """Where exports made on first use live: $MAGWORLD_CACHE/exports (default ~/.cache/magworld)."""
+def export_cache(directory=None) -> Path:
+    """Where exports made on first use live: `directory` (`magworld serve --export-cache`), else
+    $MAGWORLD_CACHE/exports, else ~/.cache/magworld/exports."""
     import os
 
+    if directory is not None:
+        return Path(directory)
     return Path(os.environ.get("MAGWORLD_CACHE", Path.home() / ".cache" / "magworld")) / "exports"
 
 
-def resolve_export(path, export_dir=None, precision: str = "fp32") -> tuple[Path, dict]:
+def resolve_export(path, export_dir=None, precision: str = "fp32", cache=None) -> tuple[Path, dict]:
     """(export directory, manifest) for a backend.
 
     `path` is an export directory (it holds manifest.json; checked against its checkpoint when that
     still exists where it was), or a checkpoint directory: then `export_dir` if given, else an
-    export in the cache keyed by the checkpoint's hash and the precision, made here on first use.
-    Raises StaleExportError when the export was made from another checkpoint.
+    export in the cache (`export_cache(cache)`) keyed by the checkpoint's hash and the precision,
+    made here on first use; the cache's path is printed either way, so it is never a surprise. Raises StaleExportError when the export was made from another checkpoint.
     """
     import sys
 
@@ -354,10 +358,13 @@ def resolve_export(path, export_dir=None, precision: str = "fp32") -> tuple[Path
     checkpoint = resolve_checkpoint(path)
     if export_dir is None:
         parse_precision(precision)
-        export_dir = export_cache() / f"{checkpoint_hash(checkpoint)['sha256'][:16]}-{precision}"
+        export_dir = export_cache(cache) / f"{checkpoint_hash(checkpoint)['sha256'][:16]}-{precision}"
+        choose = "--export-cache DIR or $MAGWORLD_CACHE chooses where"
         if not (export_dir / MANIFEST_FILE).is_file():
-            print(f"exporting {checkpoint} to {export_dir} ({precision}, first use)", file=sys.stderr)
+            print(f"exporting {checkpoint} to {export_dir} ({precision}, first use; {choose})", file=sys.stderr)
             export_onnx(checkpoint, export_dir, precision)
+        else:
+            print(f"using the export of {checkpoint} cached in {export_dir} ({choose})", file=sys.stderr)
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
     verify_checkpoint(manifest, checkpoint)

@@ -76,12 +76,13 @@ class OrtRunner:
 
 
 class OnnxBackend(GraphBackend):
-    """`checkpoint` is a checkpoint directory (exported on first use into the export cache, or the
-    export given by `export_dir`, which must match it) or an export directory itself."""
+    """`checkpoint` is a checkpoint directory (exported on first use into the export cache — `cache`,
+    else graph_session.export_cache() — or the export given by `export_dir`, which must match it)
+    or an export directory itself."""
 
     name = "onnxruntime"
 
     def __init__(self, checkpoint, device: str = "cpu", export_dir=None, precision: str = "fp32",
-                 threads: int | None = None):
-        export_dir, manifest = resolve_export(checkpoint, export_dir, precision)
+                 threads: int | None = None, cache=None):
+        export_dir, manifest = resolve_export(checkpoint, export_dir, precision, cache)
         super().__init__(OrtRunner(export_dir, manifest, device, threads), manifest, export_dir)

@@ -67,9 +67,9 @@ class TensorRTBackend(GraphBackend):
 
     name = "tensorrt"
 
-    def __init__(self, checkpoint, device: str = "cuda", export_dir=None, precision: str = "fp32"):
+    def __init__(self, checkpoint, device: str = "cuda", export_dir=None, precision: str = "fp32", cache=None):
         import_tensorrt()
-        export_dir, manifest = resolve_export(checkpoint, export_dir, precision)
+        export_dir, manifest = resolve_export(checkpoint, export_dir, precision, cache)
         if not manifest.get("engines"):
             manifest = build_engines(export_dir, progress=print)
         super().__init__(TrtRunner(export_dir, manifest, device), manifest, export_dir)

@@ -59,6 +59,7 @@ class TorchSession(EngineSession):
         full_per_frame = mem.bytes_per_slot  # a full (uncompressed) cache stores every frame
         state["full_cache_bytes"] = self.rollout.next_frame * full_per_frame
         state["strategy"] = self.rollout.strategy.name
+        state["frames_per_slot"] = self.rollout.strategy.frames_per_slot
         pack = self.rollout.pack_bytes()  # MemoryPack's long-term state ψ (0 for other strategies)
         if pack:
             state["pack_bytes"] = pack

@@ -48,16 +48,41 @@ def register(sub):
     p.set_defaults(func=run)
 
 
+JSON_TYPES = {dict: "object", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
 def load_script(value: str):
+    """'demo' or a JSON file -> [(tick, [key names])]; raises ValueError naming what is wrong."""
     from game.explorer import DEMO_SCRIPT
+    from game.keymap import KNOWN_KEYS
 
     if value == "demo":
         return DEMO_SCRIPT
+    where = f"--script {value}"
     try:
         data = json.loads(Path(value).read_text())
-        return [(int(t), [str(k) for k in keys]) for t, keys in data]
-    except (OSError, ValueError, TypeError) as e:
-        raise ValueError(f"--script {value}: expected a JSON list of [tick, [key names]] ({e})") from None
+    except OSError as e:
+        raise ValueError(f"{where}: cannot read it ({e.strerror or e})") from None
+    except ValueError as e:  # json.JSONDecodeError
+        raise ValueError(f"{where} is not valid JSON: {e}") from None
+    form = 'a JSON list of [tick, [key names]], e.g. [[0, ["w"]], [30, ["w", "left"]], [60, []]]'
+    if not isinstance(data, list):
+        raise ValueError(f"{where}: expected {form}, got a JSON {JSON_TYPES.get(type(data), 'value')}")
+    script = []
+    for i, entry in enumerate(data):
+        if not (isinstance(entry, list) and len(entry) == 2):
+            raise ValueError(f"{where}: entry {i} is {json.dumps(entry)[:60]}; expected {form}")
+        tick, keys = entry
+        if isinstance(tick, bool) or not isinstance(tick, int) or tick < 0:
+            raise ValueError(f"{where}: entry {i}: the tick must be a whole number >= 0, got {json.dumps(tick)}")
+        if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+            raise ValueError(f"{where}: entry {i}: the keys must be a list of key names, got {json.dumps(keys)[:60]}")
+        unknown = [k for k in keys if k not in KNOWN_KEYS]
+        if unknown:
+            raise ValueError(f"{where}: entry {i}: unknown key {unknown[0]!r}; keys that do something: "
+                             f"{', '.join(sorted(KNOWN_KEYS))}")
+        script.append((tick, keys))
+    return script
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
     from game.start_frames import from_images
     from game.truth import TruthEngine
 
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        print(f"magworld play: --fps must be a positive number of frames per second, got {args.fps:g}", file=sys.stderr)
+        return 2
     if args.truth and args.start_images:
         print("magworld play: --truth needs the engine's own start frames; drop --start-images", file=sys.stderr)
         return 2

@@ -27,6 +27,9 @@ def register(sub):
     p.add_argument("--backend", default="torch", choices=["torch", "cudagraph", "onnxruntime", "tensorrt"],
                    help="torch (default): eager PyTorch; cudagraph: each network pass replayed as one CUDA graph "
                    "(on CPU it runs eagerly; not yet measured on a GPU)")
+    p.add_argument("--export-cache", metavar="DIR",
+                   help="onnxruntime/tensorrt: where a checkpoint is exported on first use (default: "
+                   "$MAGWORLD_CACHE/exports, else ~/.cache/magworld/exports); the path used is printed")
     p.add_argument("--max-sessions", type=int, help="sessions held at once (default: as many as half the device "
                    "memory free at start holds, at most 64)")
     p.add_argument("--idle-timeout", type=float, default=300.0, help="seconds before an idle session is dropped")
@@ -48,6 +51,9 @@ def register(sub):
     p.set_defaults(func=run)
 
 
+EXPORTED = ("onnxruntime", "tensorrt")  # the backends that run an export of the checkpoint
+
+
 def build_backend(args) -> tuple[object, str, str]:
     """-> (backend, model name, device) from --checkpoint / --preset --random-weights."""
     import torch
@@ -57,6 +63,10 @@ def build_backend(args) -> tuple[object, str, str]:
     from worldmodel.config import preset
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cache = args.export_cache
+    if cache and args.backend not in EXPORTED:
+        raise ValueError(f"--export-cache is for the {' and '.join(EXPORTED)} backends, not {args.backend}")
+    extra = {"cache": cache} if cache else {}
     if args.random_weights:
         if not args.preset:
             raise ValueError("--random-weights needs --preset (tiny, doom-cpu, doom-small)")
@@ -64,9 +74,9 @@ def build_backend(args) -> tuple[object, str, str]:
         folder = tempfile.mkdtemp(prefix=f"magworld-{args.preset}-")
         atexit.register(shutil.rmtree, folder, True)
         WorldModel.random(preset(args.preset)).save(folder)
-        return load_backend(args.backend, folder, device), f"{args.preset} (random weights)", device
+        return load_backend(args.backend, folder, device, **extra), f"{args.preset} (random weights)", device
     checkpoint = args.checkpoint or shipped_checkpoint("doom-small" if device.startswith("cuda") else "doom-cpu")
-    backend = load_backend(args.backend, checkpoint, device)
+    backend = load_backend(args.backend, checkpoint, device, **extra)
     return backend, backend.config.name, device
 
 

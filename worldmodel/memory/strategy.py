@@ -30,6 +30,13 @@ class MemoryStrategy:
     def kept_frames(self) -> list[int]:
         raise NotImplementedError
 
+    @property
+    def frames_per_slot(self) -> float | None:
+        """Frames of history one written slot stands for (mag: the block, B; full/window: 1;
+        None: nothing is written). A full cache of the same history needs this many times the slots."""
+        kept = len(self.kept_frames())
+        return self.block_frames / kept if kept else None
+
     def capacity_needed(self) -> int:
         """Smallest capacity one block's write needs."""
         return len(self.kept_frames())
