@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PENDING = {
     "session5a.sh": ["bench generate", "bench serve", "train direct-forcing", "train dmd", "eval next-block"],
     "session5b.sh": ["train memory", "eval memory", "train memorypack", "train package", "eval revisit"],
+    "memory_chain.sh": ["data revisit-bench", "train memory", "eval memory", "train generator", "train memorypack",
+                        "train package", "eval revisit"],
 }
 
 

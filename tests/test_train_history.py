@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from train_helpers import save_tiny_runs
 from worldmodel.bundle import WorldModel
 from worldmodel.config import preset
 from worldmodel.model.masks import memory_write
 from worldmodel.rollout import Rollout
-from worldmodel.train import checkpoint as ckpt
 from worldmodel.train.distributed import DistInfo
 from worldmodel.train.stage import TrainOptions
 from worldmodel.train.stage_generator import GeneratorStage
@@ -25,16 +25,7 @@ CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    cfg = preset("tiny")
-    wm = WorldModel.random(cfg)
-    for run, name, module in [("ae", "autoencoder", wm.autoencoder), ("teacher", "teacher", wm.generator),
-                              ("memory_model", "memory_model", wm.memory_model)]:
-        d = root / run / "checkpoint"
-        d.mkdir(parents=True)
-        ckpt.save_config(d, cfg)
-        ckpt.save_weights(d, name, module.state_dict())
-    return root
+    return save_tiny_runs(tmp_path_factory.mktemp("runs"))
 
 
 def test_memory_write_mask_equals_brute_force():
