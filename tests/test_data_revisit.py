@@ -5,7 +5,7 @@ import pytest
 
 from worldmodel.data.engine import DoomEngine, EngineSettings
 from worldmodel.data.policies import look_around_plan, reverse_plan
-from worldmodel.data.revisit import build_revisit_bench, find_revisits, load_cases
+from worldmodel.data.revisit import LONG_AWAY_FRAMES, build_revisit_bench, find_revisits, last_seen, load_cases
 from worldmodel.data.splits import all_maps, heldout_maps, scene_id, train_maps
 from worldmodel.data.validate import check_dataset
 
@@ -71,3 +71,33 @@ def test_revisit_bench_cases(tmp_path):
     looks = [c for c in loaded if c.kind == "look-around"]
     assert all(np.array_equal(c.poses[0], c.poses[-1]) for c in looks)
     assert np.median([psnr(c.frames[0], c.frames[-1]) for c in looks]) > 40
+
+
+def test_long_away_and_look_first_cases_return_exactly_and_say_how_long_they_were_away(tmp_path):
+    import json
+
+    listed = build_revisit_bench(tmp_path / "rv", cases=4, kinds=("long-away", "look-first"), seed=2, progress=False)
+    assert check_dataset(tmp_path / "rv")[0] == []
+    index = {c["name"]: c for c in json.loads((tmp_path / "rv" / "revisit.json").read_text())["cases"]}
+    assert [c["kind"] for c in listed] == ["long-away", "look-first"] * 2
+    for c in load_cases(tmp_path / "rv"):
+        r, m = c.remembered, c.memorize_frames
+        assert index[c.name]["away_frames"] == c.away_frames == len(c.frames) - 1 - r
+        assert np.array_equal(c.poses[r], c.poses[-1]), "the last frame is back at the remembered pose"
+        since = [j - last_seen(c.poses, m, j) for j, _ in c.revisits]
+        if c.kind == "long-away":
+            assert r == 0 and index[c.name]["sinks_hold_view"]
+            assert c.away_frames >= LONG_AWAY_FRAMES and max(since) >= LONG_AWAY_FRAMES
+        else:  # the sinks face elsewhere: frame 0 is not the view returned to
+            assert r > 0 and not index[c.name]["sinks_hold_view"]
+            turned = abs((c.poses[0, 3] - c.poses[r, 3] + 180) % 360 - 180)
+            assert turned > 45, turned
+            assert psnr(c.frames[0], c.frames[-1]) < psnr(c.frames[r], c.frames[-1])
+
+
+def test_last_seen_is_the_latest_visit_not_the_first():
+    poses = np.zeros((8, 5), np.float32)
+    poses[:, 3] = [0, 10, 0, 10, 20, 10, 0, 5]  # heading 0 seen at frames 0, 2 and (returned) 6
+    assert last_seen(poses, 6, 6) == 2
+    assert find_revisits(poses, 6)[0] == (6, 0)  # the closest-pose pairing keeps the first
+    assert last_seen(poses, 6, 7) is None

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from train_helpers import save_tiny_runs
 from worldmodel.bundle import WorldModel
 from worldmodel.config import preset
 from worldmodel.model.masks import mag_stage1
@@ -20,19 +21,7 @@ CPU = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A tiny autoencoder, teacher and memory model saved as runs, to initialise stages from."""
-    root = tmp_path_factory.mktemp("runs")
-    cfg = preset("tiny")
-    wm = WorldModel.random(cfg)
-    from worldmodel.train import checkpoint as ckpt
-
-    other = WorldModel.random(cfg, seed=1).generator
-    for run, name, module in [("ae", "autoencoder", wm.autoencoder), ("teacher", "teacher", wm.generator),
-                              ("memory_model", "memory_model", wm.memory_model), ("other", "generator", other)]:
-        d = root / run / "checkpoint"
-        d.mkdir(parents=True)
-        ckpt.save_config(d, cfg)
-        ckpt.save_weights(d, name, module.state_dict())
-    return root
+    return save_tiny_runs(tmp_path_factory.mktemp("runs"))
 
 
 def make_stage(name, runs, tmp_path, **extra):

@@ -111,3 +111,20 @@ def snapshotting_trainer(at_step: int, dest):
                 shutil.copytree(self.checkpoint_dir, dest)
 
     return Snapshotting
+
+
+def save_tiny_runs(root) -> Path:
+    """A tiny autoencoder, teacher, memory model and another generator ("other", other weights)
+    saved as runs under `root`, to initialise the latent stages from."""
+    from worldmodel.bundle import WorldModel
+
+    cfg = preset("tiny")
+    wm = WorldModel.random(cfg)
+    other = WorldModel.random(cfg, seed=1).generator
+    for run, name, module in [("ae", "autoencoder", wm.autoencoder), ("teacher", "teacher", wm.generator),
+                              ("memory_model", "memory_model", wm.memory_model), ("other", "generator", other)]:
+        d = Path(root) / run / "checkpoint"
+        d.mkdir(parents=True)
+        ckpt.save_config(d, cfg)
+        ckpt.save_weights(d, name, module.state_dict())
+    return Path(root)

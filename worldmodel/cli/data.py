@@ -138,14 +138,18 @@ def _encode(args) -> int:
 
 
 def _register_revisit(inner):
+    from worldmodel.data.revisit import DEFAULT_KINDS, KINDS, LONG_AWAY_FRAMES
+
     p = inner.add_parser("revisit-bench", help="build the held-out revisit benchmark",
                          description="Record revisit cases on the held-out maps of worldmodel/data/splits.json: "
                          "a memorize segment moving away from a view, a return segment (actions + true frames) "
                          "and the frames where the camera is back at a memorized pose. Format: docs/dataset.md.")
     p.add_argument("--out", required=True, help="directory to write")
     p.add_argument("--cases", type=int, default=64, help="number of cases (default 64)")
-    p.add_argument("--kinds", nargs="+", default=["look-around", "out-and-back"],
-                   choices=["look-around", "out-and-back"], help="case kinds, used in turn")
+    p.add_argument("--kinds", nargs="+", default=list(DEFAULT_KINDS), choices=KINDS,
+                   help="case kinds, used in turn (default: look-around out-and-back). long-away: the camera "
+                   f"stays away from the remembered view for at least {LONG_AWAY_FRAMES} frames; look-first: the "
+                   "session's first frames (the window's sinks) face elsewhere than the view returned to")
     p.add_argument("--resolution", default="160x120", help="frame size WxH (default 160x120)")
     p.add_argument("--frame-skip", type=int, default=2, help="engine tics per frame (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
@@ -165,7 +169,8 @@ def _revisit(args) -> int:
     except (ValueError, RuntimeError) as e:
         print(f"magworld data revisit-bench: {e}", file=sys.stderr)
         return 1
-    kinds = {k: sum(c["kind"] == k for c in cases) for k in ("look-around", "out-and-back")}
+    kinds = {k: sum(c["kind"] == k for c in cases) for k in dict.fromkeys(c["kind"] for c in cases)}
+    away = sorted(c["away_frames"] for c in cases)
     print(f"wrote {len(cases)} cases to {args.out} ({kinds}); "
-          f"{sum(len(c['revisits']) for c in cases)} revisit frames")
+          f"{sum(len(c['revisits']) for c in cases)} revisit frames; away {away[0]}-{away[-1]} frames")
     return 0

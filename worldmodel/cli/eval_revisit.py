@@ -23,6 +23,9 @@ def register(sub):
                    help="a MemoryPack checkpoint (magworld train memorypack + train package): adds the memorypack "
                    "row, run with that checkpoint's own generator and SemanticPack")
     p.add_argument("--cases", type=int, default=64)
+    p.add_argument("--min-since-seen", type=int, default=None, metavar="FRAMES",
+                   help="the headline scores only return frames whose view was last seen more than FRAMES frames "
+                   "ago (default: the checkpoint's memory.window_frames, so the window no longer holds it)")
     p.add_argument("--plot", type=Path, default=None, help="PNG of PSNR against frames since seen")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
@@ -45,8 +48,10 @@ def run(args) -> int:
                              "`magworld train memorypack` run (magworld train package --generator RUN)")
         if "memorypack" not in strategies:
             strategies.append("memorypack")
+    if args.min_since_seen is not None and args.min_since_seen < 0:
+        raise ValueError(f"--min-since-seen must be >= 0, got {args.min_since_seen}")
     result = revisit_benchmark(model, load_cases(args.bench), strategies, args.cases, args.seed,
-                               memorypack=memorypack)
+                               memorypack=memorypack, min_since_seen=args.min_since_seen)
     if args.plot:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         plot_since_seen(result, args.plot)
@@ -59,7 +64,35 @@ def run(args) -> int:
         h = "     -   " if v["hist_psnr"] is None else f"{v['hist_psnr']:8.2f} "
         hs = "     -   " if v["hist_ssim"] is None else f"{v['hist_ssim']:9.3f}"
         print(f"{k:<{width}}  {v['gt_psnr']:7.2f}  {v['gt_ssim']:7.3f}  {h} {hs}  {v['kv_bytes_held'] / 1e6:10.2f}  {v['revisit_frames']}")
-    out = {"checkpoint": str(args.checkpoint), "cases": result["cases"], "table": result["table"]}
+    print_headline(result["headline"])
+    out = {"checkpoint": str(args.checkpoint), "cases": result["cases"], "table": result["table"],
+           "headline": result["headline"]}
     if args.memorypack:
         out["memorypack_checkpoint"] = str(args.memorypack)
     return emit(args, out)
+
+
+def _f(v, fmt="7.2f"):
+    return f"{'-':>{fmt.split('.')[0]}}" if v is None else format(v, fmt)
+
+
+def print_headline(h: dict) -> None:
+    """The headline table, its paired comparisons and the per-kind table, as text."""
+    rows = h["rows"]
+    width = max(len(k) for k in rows) if rows else 8
+    print(f"\nheadline: return frames last seen more than {h['min_since_seen']} frames ago")
+    print(f"{'strategy':<{width}}  per-frame PSNR  per-case PSNR  SSIM    frames  cases")
+    for k, v in rows.items():
+        print(f"{k:<{width}}  {_f(v['frame_mean_psnr'], '14.2f')}  {_f(v['case_mean_psnr'], '13.2f')}  "
+              f"{_f(v['frame_mean_ssim'], '6.3f')}  {v['frames']:6d}  {v['cases']:5d}")
+    for c in h["comparisons"]:
+        fi, ci = c["frame_interval"], c["case_interval"]
+        print(f"  {c['a']} - {c['b']}: per frame {c['frame_mean_diff']:+.2f} dB [{fi[0]:+.2f}, {fi[1]:+.2f}], "
+              f"per case {c['case_mean_diff']:+.2f} dB [{ci[0]:+.2f}, {ci[1]:+.2f}], ahead in "
+              f"{c['cases_ahead']} of {c['cases']} cases ({c['level']:.0%} paired bootstrap over cases)")
+    for kind, v in h["by_kind"].items():
+        print(f"\nkind {kind}: {v['cases']} cases, away {v['away_frames_min']}-{v['away_frames_max']} frames")
+        print(f"{'strategy':<{width}}  per-frame PSNR  per-case PSNR  frames  all-frames PSNR  all frames")
+        for k, r in v["rows"].items():
+            print(f"{k:<{width}}  {_f(r['frame_mean_psnr'], '14.2f')}  {_f(r['case_mean_psnr'], '13.2f')}  "
+                  f"{r['frames']:6d}  {_f(r['all_frames_psnr'], '15.2f')}  {r['all_frames']:10d}")

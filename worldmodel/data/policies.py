@@ -129,6 +129,66 @@ def look_around_plan(rng, frame_skip: int, max_turn_deg: float = 360.0):
     return plan, marks
 
 
+def _turn_leg(frames: int, units_per_tic: int, frame_skip: int, look_units: int = 0) -> np.ndarray:
+    """A pan of `frames` frames turning `units_per_tic` engine angle units per tic (sign = direction)
+    and looking `look_units` per tic: whole units, so that its reverse undoes it exactly. [frames, 4]."""
+    leg = np.zeros((frames, ACTION_DIM), dtype=np.float32)
+    leg[:, 0] = units_per_tic * ANGLE_UNIT * frame_skip
+    leg[:, 1] = look_units * ANGLE_UNIT * frame_skip
+    return leg
+
+
+def long_away_plan(rng, frame_skip: int, min_away_frames: int = 100):
+    """A look-around whose camera stays away from the start view for at least `min_away_frames`
+    frames: a pan of 120-240 degrees, an excursion of small pans within 30 degrees of the far
+    heading (its second half is its own reverse, so it ends exactly where it began), then the
+    pan's exact reverse. (plan, marks); marks["remembered"]: the start view's offset from
+    marks["start"] (0: the case's first frame)."""
+    units = int(rng.choice([512, 768, 1024]))
+    step = units * ANGLE_UNIT * frame_skip
+    sign = int(rng.choice([-1, 1]))
+    n_out = max(2, int(rng.uniform(120.0, 240.0) / step))
+    look = int(round(rng.uniform(-10, 10) / n_out / (ANGLE_UNIT * frame_skip)))
+    out = _turn_leg(n_out, sign * units, frame_skip, look)
+    legs, heading, pitch, length = [], 0.0, 0.0, 0
+    deg = ANGLE_UNIT * frame_skip  # degrees per frame of one unit per tic
+    while 2 * length < min_away_frames:
+        n = int(rng.integers(4, 12))
+        turn = int(rng.choice([-1, 1])) * int(rng.choice([256, 512]))
+        if abs(heading + n * turn * deg) > 30.0:  # stay near the far heading
+            turn = -turn
+        tilt = int(rng.integers(-40, 41))
+        if abs(pitch + n * tilt * deg) > 12.0:  # pitch inside the engine's limits, never clamped
+            tilt = -tilt
+        heading, pitch = heading + n * turn * deg, pitch + n * tilt * deg
+        hold = np.zeros((int(rng.integers(0, 6)), ACTION_DIM), dtype=np.float32)
+        legs += [_turn_leg(n, turn, frame_skip, tilt), hold]
+        length += n + len(hold)
+    half = np.concatenate(legs)
+    excursion = np.concatenate([half, reverse_plan(half)])
+    settle = np.zeros((SETTLE_FRAMES, ACTION_DIM), dtype=np.float32)
+    plan = snap_action(np.concatenate([settle, out, excursion, reverse_plan(out)]), frame_skip)
+    away = SETTLE_FRAMES + n_out + len(excursion) - 1
+    return plan, {"start": SETTLE_FRAMES - 1, "away": away, "end": len(plan) - 1, "remembered": 0}
+
+
+def look_first_plan(rng, frame_skip: int):
+    """A look-around that starts somewhere else: the session's first frames (the `window`
+    strategy's sinks) face another way; a pan of 90-180 degrees brings the camera to the view
+    that is then left and returned to, so only memory of the middle of the session holds it.
+    (plan, marks); marks["remembered"]: that view's last frame before leaving, from marks["start"]."""
+    units = int(rng.choice([512, 768, 1024]))
+    step = units * ANGLE_UNIT * frame_skip
+    pre = _turn_leg(max(2, int(rng.uniform(90.0, 180.0) / step)), int(rng.choice([-1, 1])) * units, frame_skip)
+    still = np.zeros((int(rng.integers(2, 6)), ACTION_DIM), dtype=np.float32)
+    look, marks = look_around_plan(rng, frame_skip)
+    settle = np.zeros((SETTLE_FRAMES, ACTION_DIM), dtype=np.float32)
+    plan = snap_action(np.concatenate([settle, pre, still, look[SETTLE_FRAMES:]]), frame_skip)
+    shift = len(pre) + len(still)
+    return plan, {"start": SETTLE_FRAMES - 1, "away": marks["away"] + shift, "end": len(plan) - 1,
+                  "remembered": shift}
+
+
 def out_and_back_plan(rng, frame_skip: int, legs: int | None = None):
     """Still frames, a walk away in 1-3 straight legs with turns in place between them, then the
     walk retraced backwards (same headings, opposite thrust) to the start. (plan, marks).

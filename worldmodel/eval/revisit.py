@@ -13,6 +13,11 @@ run a frame early or late. Every strategy sees the same cases; copy-last (repeat
 memorize frame) is the trivial baseline. The `memorypack` row (seed 2's other memory design)
 runs its own checkpoint — a generator fine-tuned with its SemanticPack — on the same cases; its
 memory held is the window's K/V plus the state ψ.
+
+The headline (issue 12's target) keeps only the return frames whose view was last seen more than
+`min_since_seen` frames ago (default: the `window` strategy's window, which then no longer holds
+it), with per-frame and per-case means and paired bootstrap intervals over cases
+(eval/bootstrap.py) for the comparisons in COMPARISONS; the same figures per case kind.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ import numpy as np
 import torch
 
 from worldmodel.bundle import WorldModel
-from worldmodel.data.revisit import RevisitCase
+from worldmodel.data.revisit import RevisitCase, last_seen
+from worldmodel.eval.bootstrap import paired_bootstrap
 from worldmodel.metrics import psnr, ssim
 
 PSNR_CAP = 60.0
@@ -77,13 +83,14 @@ def run_case(model: WorldModel, case: RevisitCase, strategy: str, memory_model: 
         gt = _best(generated[j], frames[lo:hi])
         hist = _best(generated[j], frames[max(0, i - align):min(m, i + align + 1)])
         copy = _pair_scores(frames[m - 1], frames[j])
-        rows.append({"frame": j, "since_seen": j - i, "gt_psnr": gt[0], "gt_ssim": gt[1],
+        seen = last_seen(np.asarray(case.poses), m, j)
+        rows.append({"frame": j, "since_seen": j - (i if seen is None else seen), "gt_psnr": gt[0], "gt_ssim": gt[1],
                      "hist_psnr": hist[0], "hist_ssim": hist[1], "copy_last_psnr": copy[0], "copy_last_ssim": copy[1]})
     memory = roll.memory.state()
     if roll.semantic_pack is not None:  # memorypack: ψ is memory held too
         memory["pack_bytes"] = roll.pack_bytes()
         memory["bytes_held"] += memory["pack_bytes"]
-    return {"case": case.name, "kind": case.kind, "rows": rows, "memory": memory,
+    return {"case": case.name, "kind": case.kind, "away_frames": case.away_frames, "rows": rows, "memory": memory,
             "full_cache_bytes": n * roll.memory.bytes_per_slot}
 
 
@@ -109,10 +116,67 @@ STRATEGIES = {
 }
 
 
+# (A, B) pairs whose difference A - B the headline reports with bootstrap intervals, when both ran.
+COMPARISONS = [
+    ("mag", "window"), ("mag", "full"), ("mag", "mag w/o stage 1"), ("mag (all slots)", "mag"),
+    ("mag", "mag (recent only)"), ("mag", "memorypack"), ("mag", "none"), ("mag", "copy-last"),
+]
+
+
+def _scores(results: list[dict], key: str, min_since: int) -> list[np.ndarray]:
+    """Per case, `key` of the return frames last seen more than `min_since` frames ago."""
+    return [np.array([r[key] for r in res["rows"] if r["since_seen"] > min_since], np.float64) for res in results]
+
+
+def _with_copy_last(per: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    """`per` plus a `copy-last` entry whose rows score the last memorize frame (the same frames)."""
+    some = next(iter(per.values()), [])
+    copy = [{**res, "rows": [{**r, "gt_psnr": r["copy_last_psnr"], "gt_ssim": r["copy_last_ssim"]} for r in res["rows"]]}
+            for res in some]
+    return {**per, "copy-last": copy}
+
+
+def summarize(per: dict[str, list[dict]], min_since: int, seed: int = 0) -> dict:
+    """The headline over frames last seen more than `min_since` frames ago: per strategy the
+    per-frame and per-case means of GT PSNR (and per-frame GT SSIM), the COMPARISONS with paired
+    bootstrap intervals, and per case kind the same means beside those over every revisit frame.
+    per: strategy -> `run_case` results, the same cases in the same order for every strategy."""
+    per = _with_copy_last(per)
+
+    def means(results):
+        p = _scores(results, "gt_psnr", min_since)
+        frames = np.concatenate(p) if p else np.zeros(0)
+        cases = [x.mean() for x in p if len(x)]
+        every = [r["gt_psnr"] for res in results for r in res["rows"]]
+        return {"frame_mean_psnr": float(frames.mean()) if len(frames) else None,
+                "case_mean_psnr": float(np.mean(cases)) if cases else None,
+                "frame_mean_ssim": (float(np.concatenate(_scores(results, "gt_ssim", min_since)).mean())
+                                    if len(frames) else None),
+                "frames": int(len(frames)), "cases": len(cases),
+                "all_frames_psnr": float(np.mean(every)) if every else None, "all_frames": len(every)}
+
+    rows = {name: means(results) for name, results in per.items()}
+    comparisons = []
+    for a, b in COMPARISONS:
+        if a in per and b in per and rows[a]["frames"]:
+            c = paired_bootstrap(_scores(per[a], "gt_psnr", min_since), _scores(per[b], "gt_psnr", min_since),
+                                 seed=seed)
+            comparisons.append({"a": a, "b": b, **c})
+    kinds = dict.fromkeys(res["kind"] for res in next(iter(per.values()), []))
+    by_kind = {}
+    for kind in kinds:
+        sub = {name: [res for res in results if res["kind"] == kind] for name, results in per.items()}
+        away = [res["away_frames"] for res in next(iter(sub.values()))]
+        by_kind[kind] = {"cases": len(away), "away_frames_min": int(min(away)), "away_frames_max": int(max(away)),
+                         "rows": {name: means(results) for name, results in sub.items()}}
+    return {"min_since_seen": min_since, "rows": rows, "comparisons": comparisons, "by_kind": by_kind}
+
+
 def revisit_benchmark(model: WorldModel, cases: Iterable[RevisitCase], strategies: list[str], max_cases: int,
-                      seed: int = 0, progress: bool = True, memorypack: WorldModel | None = None) -> dict:
+                      seed: int = 0, progress: bool = True, memorypack: WorldModel | None = None,
+                      min_since_seen: int | None = None) -> dict:
     """memorypack: the checkpoint that runs the `memorypack` row (default: `model`, if it has a
-    SemanticPack)."""
+    SemanticPack). min_since_seen: the headline's threshold (default: the window's length)."""
     from tqdm import tqdm
 
     cases = [c for _, c in zip(range(max_cases), cases)]
@@ -147,7 +211,9 @@ def revisit_benchmark(model: WorldModel, cases: Iterable[RevisitCase], strategie
                               "gt_ssim": float(np.mean([r["copy_last_ssim"] for r in copy_rows])),
                               "hist_psnr": None, "hist_ssim": None, "kv_bytes_held": 0.0,
                               "revisit_frames": len(copy_rows)}
-    return {"cases": len(cases), "table": table, "per_case": per}
+    if min_since_seen is None:
+        min_since_seen = model.config.memory.window_frames
+    return {"cases": len(cases), "table": table, "headline": summarize(per, min_since_seen, seed), "per_case": per}
 
 
 def plot_since_seen(result: dict, path) -> None:

@@ -17,6 +17,26 @@ def block_causal(frames: int, block_frames: int, device=None) -> torch.Tensor:
     return blk[:, None] >= blk[None, :]
 
 
+def memory_write(frames: int, block_frames: int, window_slots: int | None = None, device=None) -> torch.Tensor:
+    """The memory model's clean pass over a whole history at once. [F, F] bool.
+
+    Block j sees its own block and the kept (last) frame of each of the `window_slots` blocks
+    before it (every earlier block when None). That is what block j sees when the blocks are
+    written one by one at inference — the kept frames are the slots, and `mag` attends to the
+    newest `attention_budget` slots when it retrieves nothing — so one forward under this mask
+    gives every block's slot at once.
+    """
+    if frames % block_frames:
+        raise ValueError(f"{frames} frames is not a whole number of blocks of {block_frames}")
+    idx = torch.arange(frames, device=device)
+    blk = idx // block_frames
+    kept = (idx % block_frames) == block_frames - 1
+    earlier = blk[:, None] > blk[None, :]
+    if window_slots is not None:
+        earlier &= blk[:, None] - blk[None, :] <= window_slots
+    return (blk[:, None] == blk[None, :]) | (earlier & kept[None, :])
+
+
 def mag_stage1(frames: int, block_frames: int, device=None) -> torch.Tensor:
     """The memory model's training mask over the sequence [clean frames ; noisy frames]. [2F, 2F] bool.
 
@@ -30,7 +50,7 @@ def mag_stage1(frames: int, block_frames: int, device=None) -> torch.Tensor:
     blk = idx // block_frames
     kept = (idx % block_frames) == block_frames - 1
     same = blk[:, None] == blk[None, :]
-    clean_clean = same | ((blk[:, None] > blk[None, :]) & kept[None, :])
+    clean_clean = memory_write(frames, block_frames, device=device)
     noisy_clean = (blk[:, None] >= blk[None, :]) & kept[None, :]
     noisy_noisy = same
     none = torch.zeros(frames, frames, dtype=torch.bool, device=device)

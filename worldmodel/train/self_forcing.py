@@ -29,6 +29,7 @@ def self_forcing_rollout(
     autocast,
     writer_scene: torch.Tensor | None = None,
     grad: bool = True,
+    history=None,
 ) -> torch.Tensor:
     """Generate len(scenes) blocks after `context`.
 
@@ -37,6 +38,8 @@ def self_forcing_rollout(
     context [b, Fc, C, h, w] real latents written first (Fc a multiple of B);
     actions [b, Fc + n*B, A] for the whole video; scenes: one [b] scene-id tensor per generated
     block (-1 = empty); pos0: RoPE position of the first context frame.
+    history: a `sub_history.SlotTable` of slots from before `context` (frames < pos0), written
+    into the memory first: every block of the rollout attends to them (`mag` only).
     Returns generated latents [b, n*B, C, h, w] (with gradient through each block's exit step).
     """
     b, fc = context.shape[:2]
@@ -44,7 +47,12 @@ def self_forcing_rollout(
     n = len(scenes)
     strategy = make_strategy(memory_cfg, bf)
     capacity = (fc + n * bf) if strategy.name != "mag" else (fc + n * bf) // bf
-    memory = KVMemory(model_cfg, max(capacity, strategy.capacity_needed()), b, torch.float32, context.device)
+    held = 0 if history is None else history.slots
+    if held and strategy.name != "mag":
+        raise ValueError(f"a slot-table history is MAG's compressed memory; strategy {strategy.name!r} cannot hold it")
+    memory = KVMemory(model_cfg, max(capacity + held, strategy.capacity_needed()), b, torch.float32, context.device)
+    if held:
+        memory.write(range(held), history.k, history.v, history.frames)
     empty = torch.full((b,), -1, dtype=torch.long, device=context.device)
     wscene = empty if writer_scene is None else writer_scene
 

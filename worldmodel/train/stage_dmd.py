@@ -27,6 +27,7 @@ class DMDStage(LatentStage):
     default_lr = 2e-5
     default_clip_blocks = 4  # 1 real context block + 3 generated
     memory_strategy = "full"  # the generator writes every frame (Self Forcing)
+    history_blocks = 0  # blocks of real frames before each clip, held as memory (stage `generator`)
 
     @classmethod
     def add_arguments(cls, parser):
@@ -46,12 +47,14 @@ class DMDStage(LatentStage):
         self.generator = self.new_dit(extra.get("init") or extra["teacher"], self.init_names())
         self.fake = self.new_dit(extra["teacher"], ("teacher",))
         self.build_writer()  # may load the generator's weights: before sharding it and starting its EMA
+        # the dataset's clips: `history_blocks` blocks of history, then the clip that is trained
+        self.clip_frames = (self.history_blocks + self.clip_blocks) * self.block
         self.gen_net = self.parallel(self.generator)
         self.fake_net = self.parallel(self.fake)
         self.gen_opt = self.adamw(self.generator, lr=self.lr, betas=(0.0, 0.999))
         self.fake_opt = self.adamw(self.fake, lr=float(extra.get("fake_lr") or self.lr), betas=(0.0, 0.999))
         self.ema = EMA(self.generator, decay=self.options.ema_decay)
-        self.mask = teacher_forcing(self.clip_frames, self.block, self.device)
+        self.mask = teacher_forcing(self.clip_blocks * self.block, self.block, self.device)
         self.sigmas = step_sigmas(self.config.sampler)
 
     def init_names(self):
@@ -76,11 +79,17 @@ class DMDStage(LatentStage):
         """The generator's condition for each generated block."""
         return [scene] * n
 
-    def rollout(self, x0, actions, scene, pos0, grad):
+    def history_table(self, latents, actions, pos0):
+        """The memory held before the clip (history latents [b, H*B, ...] at frames pos0 - H*B ..
+        pos0 - 1): None here; stage `generator` builds a slot table (train/sub_history.py)."""
+        return None
+
+    def rollout(self, x0, actions, scene, pos0, grad, history=None):
         ctx = x0[:, : self.block]
         n = self.clip_blocks - 1
         return self_forcing_rollout(self.gen_net, self.writer, self.memory_cfg, self.config.model, ctx, actions,
-                                    self.chunk_scenes(scene, n), self.sigmas, pos0, self.autocast, grad=grad)
+                                    self.chunk_scenes(scene, n), self.sigmas, pos0, self.autocast, grad=grad,
+                                    history=history)
 
     def score_x0(self, net, clean, noisy, s, actions, scene, pos):
         """x0 predicted by a score model for the noisy half [b, F] (teacher-forcing layout)."""
@@ -93,13 +102,16 @@ class DMDStage(LatentStage):
 
     def train_step(self, batch, step):
         x0 = self.encode(batch)
-        b, f = x0.shape[:2]
         actions = batch["actions"].float()
         scene = self.scenes(batch)
-        pos = self.positions(f, 2)
+        h = self.history_blocks * self.block  # history first, then the clip: [b, h + F, ...]
+        hist_x0, hist_actions, x0, actions = x0[:, :h], actions[:, :h], x0[:, h:], actions[:, h:]
+        b, f = x0.shape[:2]
+        pos = self.positions(f, 2) + h
         pos0 = int(pos[0])
         update_gen = step % self.critic_steps == 0
-        gen = self.rollout(x0, actions, scene, pos0, grad=update_gen)  # [b, F - B, ...]
+        history = self.history_table(hist_x0, hist_actions, pos0) if h else None
+        gen = self.rollout(x0, actions, scene, pos0, grad=update_gen, history=history)  # [b, F - B, ...]
         clip = torch.cat([x0[:, : self.block], gen], 1)
         metrics = {}
 
