@@ -104,3 +104,20 @@ def test_export_of_a_missing_checkpoint_says_it_is_missing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"magworld export: cannot export {tmp_path / 'nope'}: no checkpoint at "), err
     assert "does not match" not in err and "does not fit" not in err
+
+
+def test_bench_train_runs_on_the_tiny_preset_with_its_reference_row(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "worldmodel.cli", "bench", "train", "--preset", "tiny",
+                          "--device", "cpu", "--steps", "2", "--warmup", "1", "--batch-size", "2",
+                          "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert [r["run"] for r in result["rows"]] == ["magworld teacher", "reference transformer"]
+    for row in result["rows"]:
+        assert row["steps_per_s"] > 0 and row["tflops"] > 0
+    assert "machine" in result and "reference" in run.stdout

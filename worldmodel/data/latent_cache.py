@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from worldmodel.data.shards import list_shards, open_arrays, read_shard_index
+from worldmodel.data.validate import require_valid
 
 FORMAT = "magworld-latent-cache"
 VERSION = 1
@@ -84,6 +85,7 @@ def build(root, autoencoder_dir, device: str | torch.device = "cpu", batch_frame
     final = cache_path(root, autoencoder_dir)
     if is_current(root, autoencoder_dir):
         return final
+    require_valid(root)  # what `magworld data check` refuses is never encoded (nor trained on)
     _, digest = autoencoder_key(autoencoder_dir)
     device = torch.device(device)
     ae = load_autoencoder(autoencoder_dir, device)
@@ -108,7 +110,7 @@ def build(root, autoencoder_dir, device: str | torch.device = "cpu", batch_frame
             raise ValueError(f"{shard} has {frames.shape[1]}x{frames.shape[2]} frames but the autoencoder in "
                              f"{autoencoder_dir} takes {a.frame_height}x{a.frame_width}")
         for i in range(0, len(frames), batch_frames):
-            x = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch_frames])).to(device)
+            x = torch.from_numpy(np.array(frames[i:i + batch_frames])).to(device)
             with autocast:
                 z = ae.encode(channels_first(x))
             out[row:row + len(x)] = z.float().cpu().numpy().astype(STORE_DTYPE)
