@@ -52,7 +52,7 @@ def _server_cmd(args) -> list[str]:
     if args.checkpoint:
         cmd += ["--checkpoint", args.checkpoint]
     if args.random_weights:
-        cmd += ["--random-weights", "--preset", args.preset or "doom-small"]
+        cmd += ["--random-weights", "--preset", args.preset or "doom-gpu"]
     if args.device:
         cmd += ["--device", args.device]
     if args.threads:

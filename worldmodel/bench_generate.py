@@ -37,7 +37,7 @@ def register(sub):
         "weights at a preset's size, from an empty memory to its steady state. Decoding to pixels "
         "is not included.",
     )
-    p.add_argument("--preset", default="doom-small", help="model preset (tiny, doom-cpu, doom-small, wan-1.3b)")
+    p.add_argument("--preset", default="doom-gpu", help="model preset (tiny, doom-cpu, doom-gpu, doom-small, wan-1.3b)")
     p.add_argument("--height", type=int, help="frame height in pixels (latent = height / 8)")
     p.add_argument("--width", type=int, help="frame width in pixels (latent = width / 8)")
     p.add_argument("--strategy", default=None, help="memory strategy (default: the preset's)")

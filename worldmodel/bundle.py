@@ -133,6 +133,15 @@ class WorldModel:
         return frames_to_uint8(frames).movedim(-3, -1).unflatten(0, (b, f))
 
 
+def default_checkpoint(device: str) -> Path:
+    """The shipped model a runtime loads when none is named: `doom-gpu` on CUDA where it is
+    shipped (a playable bundle: generator included), else `doom-cpu`."""
+    gpu = SHIPPED / "doom-gpu"
+    if str(device).startswith("cuda") and any(gpu.glob("generator*.safetensors")):
+        return gpu
+    return shipped_checkpoint("doom-cpu")
+
+
 def shipped_checkpoint(name: str) -> Path:
     """Path of a checkpoint shipped in the repository's `checkpoints/` folder."""
     path = SHIPPED / name

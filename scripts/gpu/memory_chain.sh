@@ -18,9 +18,9 @@
 source scripts/gpu/common.sh
 set +e  # one failed step must not lose the rest: each long step is bounded by T
 PARTS=${PARTS:-data stage1 stage2 memorypack revisit revisit-long}
-PRESET=${PRESET:-doom-cpu}
+PRESET=${PRESET:-doom-gpu}
 AE=${AE:-checkpoints/doom-cpu}
-TEACHER=${TEACHER:-checkpoints/doom-cpu-teacher}
+TEACHER=${TEACHER:-checkpoints/doom-gpu-teacher}
 ODE=${ODE:-runs/s3/ode}
 MEM_INIT=${MEM_INIT:-$TEACHER}  # stage 1 starts from the teacher's weights
 MP_INIT=${MP_INIT:-$ODE}        # MemoryPack starts from a 4-step generator

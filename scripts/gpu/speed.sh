@@ -39,8 +39,6 @@ log "(c) bench serve, shipped checkpoints, cudagraph backend"
 S="--device cuda --window 50"
 T $MW bench serve --checkpoint checkpoints/doom-cpu $S --backend cudagraph --blocks 400 \
     --json $W/serve-doom-cpu-graphs-1.json > $W/serve-doom-cpu-graphs-1.txt 2>&1
-T $MW bench serve --checkpoint checkpoints/doom-small $S --backend cudagraph --blocks 200 \
-    --json $W/serve-doom-small-graphs-1.json > $W/serve-doom-small-graphs-1.txt 2>&1
 for N in 4 8; do
   T $MW bench serve --checkpoint checkpoints/doom-cpu $S --backend cudagraph --clients $N --blocks 100 \
       --json $W/serve-doom-cpu-graphs-$N.json > $W/serve-doom-cpu-graphs-$N.txt 2>&1

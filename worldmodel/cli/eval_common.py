@@ -9,7 +9,7 @@ from pathlib import Path
 
 def add_model_args(p, data=True, checkpoint_required=True):
     p.add_argument("--checkpoint", required=checkpoint_required, type=Path, default=None,
-                   help="checkpoint directory (e.g. checkpoints/doom-small)")
+                   help="checkpoint directory (e.g. checkpoints/doom-cpu)")
     if data:
         p.add_argument("--data", required=True, help="dataset directory (or 'synthetic' for a smoke test)")
         p.add_argument("--split", default="heldout", help="dataset split (default: heldout)")

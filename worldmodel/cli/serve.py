@@ -18,8 +18,8 @@ def register(sub):
         "its own rolling compressed memory. Binds loopback unless told otherwise; a remote bind needs "
         "CURVE keys or --insecure.",
     )
-    p.add_argument("--checkpoint", help="checkpoint directory (default: the shipped doom-small on CUDA, doom-cpu on CPU)")
-    p.add_argument("--preset", help="with --random-weights: model preset (tiny, doom-cpu, doom-small)")
+    p.add_argument("--checkpoint", help="checkpoint directory (default: the shipped doom-cpu; doom-gpu on CUDA once it ships)")
+    p.add_argument("--preset", help="with --random-weights: model preset (tiny, doom-cpu, doom-gpu, doom-small)")
     p.add_argument("--random-weights", action="store_true", help="serve untrained weights of --preset (tests, speed)")
     p.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ROUTER endpoint (a port of * picks a free one)")
     p.add_argument("--pub", help="PUB endpoint streaming every generated block (topic = session id)")
@@ -59,7 +59,7 @@ def build_backend(args) -> tuple[object, str, str]:
     import torch
 
     from runtime.backends import load_backend
-    from worldmodel.bundle import WorldModel, shipped_checkpoint
+    from worldmodel.bundle import WorldModel, default_checkpoint
     from worldmodel.config import preset
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -69,13 +69,13 @@ def build_backend(args) -> tuple[object, str, str]:
     extra = {"cache": cache} if cache else {}
     if args.random_weights:
         if not args.preset:
-            raise ValueError("--random-weights needs --preset (tiny, doom-cpu, doom-small)")
+            raise ValueError("--random-weights needs --preset (tiny, doom-cpu, doom-gpu, doom-small)")
         # Saved and reloaded like any checkpoint, so every backend serves it the same way.
         folder = tempfile.mkdtemp(prefix=f"magworld-{args.preset}-")
         atexit.register(shutil.rmtree, folder, True)
         WorldModel.random(preset(args.preset)).save(folder)
         return load_backend(args.backend, folder, device, **extra), f"{args.preset} (random weights)", device
-    checkpoint = args.checkpoint or shipped_checkpoint("doom-small" if device.startswith("cuda") else "doom-cpu")
+    checkpoint = args.checkpoint or default_checkpoint(device)
     backend = load_backend(args.backend, checkpoint, device, **extra)
     return backend, backend.config.name, device
 

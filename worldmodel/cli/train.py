@@ -14,7 +14,7 @@ from pathlib import Path
 from worldmodel.train.distributed import FSDP_AUTO_MIN_PARAMS, PARALLEL_MODES
 from worldmodel.train.stages import available_stages, load_stage
 
-DEFAULT_PRESET = "doom-small"
+DEFAULT_PRESET = "doom-gpu"
 SYNTHETIC = "synthetic"
 
 
