@@ -14,12 +14,12 @@
         block = c.step([[5.625, 0, 0, 0]] * info.block_size)   # block.frames: [B, H, W, 3] uint8
         c.close()                                               # frees the session's memory now
 
-Sessions: `reset` returns a token, and the client puts it in every later request by itself; the
-server knows the session by that token, not by the socket.
-
 Observe first: with an empty memory the model has no world to continue, and the first blocks are a
 noisy texture, not a view (the shipped doom-cpu, one block turning left: 13.8 dB PSNR against
 ViZDoom from an empty memory, 23.7 dB after observing one block of its frames).
+
+Sessions: `reset` returns a token, and the client puts it in every later request by itself; the
+server knows the session by that token, not by the socket.
 
 Reliability is the Lazy Pirate pattern: a REQ socket, a timeout per request, and on a timeout the
 socket is closed, a new one opened, and the request sent again with the same `id` (and token).
