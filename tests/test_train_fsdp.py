@@ -93,6 +93,9 @@ def _worker(rank: int, world: int, port: int, root: str, job: str):
     info = init_distributed("cpu")
     try:
         JOBS[job](Path(root), info)
+        # Both ranks finish their work before either tears the group down: a rank that destroyed
+        # it while the other was still inside gloo aborted now and then ("terminate called").
+        torch.distributed.barrier()
     finally:
         shutdown()
 
@@ -141,8 +144,11 @@ def flat(tree, prefix="") -> dict[str, torch.Tensor]:
 def test_two_process_fsdp_step_matches_one_process(fsdp_and_single):
     a, b = training_state(fsdp_and_single / "fsdp"), training_state(fsdp_and_single / "single")
     start = start_weights(fsdp_and_single)
-    moved = [k for k in start if not torch.equal(start[k], b["models"]["teacher"][k])]
-    assert len(moved) >= len(start) - 1, f"only {moved} moved; the comparison would prove little"
+    moved = {k for k in start if not torch.equal(start[k], b["models"]["teacher"][k])}
+    # Gradients that are zero by construction: the null prompt (every clip has its scene here) and
+    # attention key biases (a bias on every key shifts all scores of a query alike: softmax ignores it).
+    idle = {k for k in start if k == "null_prompt" or k.endswith("attn.k.bias")}
+    assert set(start) - idle <= moved, f"{sorted(set(start) - idle - moved)} did not move; the comparison would prove little"
 
     assert_close(a["models"]["teacher"], b["models"]["teacher"], "weight")
     assert_close(a["emas"]["teacher"]["shadow"], b["emas"]["teacher"]["shadow"], "EMA weight")
