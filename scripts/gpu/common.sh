@@ -45,6 +45,14 @@ record_data() {
   fi
 }
 
+prepare_latents() {
+  # prepare_latents AE: the training and held-out data (record_data), then the training frames
+  # encoded once by autoencoder AE into the dataset's latent cache.
+  NO_REVISIT=1 record_data 150000
+  log "latent cache"
+  $MW data encode --data "$DATA" --autoencoder "$1"
+}
+
 bring_back() {
   # bring_back NAME RUN_DIR...: EMA weights (bf16), config and metrics of each run, as one tar in $OUT
   local name=$1; shift

@@ -12,9 +12,7 @@ set +e
 STOP_AT=${STOP_AT:-545}
 AE=checkpoints/doom-cpu
 EVAL=${EVAL:-/tmp/evals}; mkdir -p $EVAL
-NO_REVISIT=1 record_data 150000
-log "latent cache"
-$MW data encode --data $DATA --autoencoder $AE
+prepare_latents $AE
 log "bench train at the issue's shape, with the reference"
 T $MW bench train --stage teacher --preset doom-gpu --set model.dim=512 model.heads=8 model.layers=12 \
     model.ffn_dim=2048 --batch-size 32 --clip-blocks 4 --steps 40 --warmup 8 --json $OUT/bench-train-512x12.json

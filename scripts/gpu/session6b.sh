@@ -9,9 +9,7 @@ set +e
 STOP_AT=${STOP_AT:-548}
 AE=checkpoints/doom-cpu
 EVAL=${EVAL:-/tmp/evals}; mkdir -p $EVAL
-NO_REVISIT=1 record_data 150000
-log "latent cache"
-$MW data encode --data $DATA --autoencoder $AE
+prepare_latents $AE
 INIT_ARG=""; [ -n "${INIT:-}" ] && INIT_ARG="--init $INIT"
 TRAIN_MIN=${TRAIN_MIN:-5.2}
 log "teacher doom-gpu for $TRAIN_MIN min, in the background"

@@ -8,8 +8,7 @@ STOP_AT=${STOP_AT:-440}
 AE=checkpoints/doom-cpu
 INIT=${INIT:-runs/teacher-gpu-s6b}
 EVAL=${EVAL:-/tmp/evals}; mkdir -p $EVAL
-NO_REVISIT=1 record_data 150000
-$MW data encode --data $DATA --autoencoder $AE
+prepare_latents $AE
 log "teacher doom-gpu, continued from $INIT"
 T $MW train teacher --preset doom-gpu --data $DATA --autoencoder $AE --out $RUNS/teacher-gpu --init $INIT \
     --batch-size 32 --clip-blocks 4 --lr 2e-4 --warmup-steps 100 --ema-decay 0.998 --max-steps 1000000 \
