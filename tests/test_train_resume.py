@@ -88,3 +88,15 @@ def test_metrics_csv_has_one_row_per_logged_step_after_resume(tmp_path):
     make_trainer(options(tmp_path, max_steps=4, resume=True), CPU).run()
     steps = [s for s, _ in read_metrics(tmp_path)["loss"]]
     assert steps == [1, 2, 3, 4]
+
+
+def test_a_slow_first_step_does_not_set_the_pace_of_the_time_limit(tmp_path):
+    # torch.compile makes the first step of a GPU run take a minute and the rest milliseconds:
+    # once later steps are timed, the reserve follows them (a 3.6-minute run once stopped at step 1).
+    trainer = make_trainer(options(tmp_path, max_steps=10, time_limit_min=3.6), CPU)
+    trainer._step_seconds = [70.0]
+    assert trainer._step_reserve_seconds() == pytest.approx(70.0)  # one more like it, not two
+    trainer._step_seconds = [70.0, 0.04, 0.05]
+    assert trainer._step_reserve_seconds() == pytest.approx(0.10)
+    trainer.start_time -= 60.0  # a minute in, with fast steps: far from the limit
+    assert trainer._time_left_for_another_step()

@@ -134,12 +134,10 @@ class WorldModel:
 
 
 def default_checkpoint(device: str) -> Path:
-    """The shipped model a runtime loads when none is named: `doom-gpu` on CUDA where it is
-    shipped (a playable bundle: generator included), else `doom-cpu`."""
-    gpu = SHIPPED / "doom-gpu"
-    if str(device).startswith("cuda") and any(gpu.glob("generator*.safetensors")):
-        return gpu
-    return shipped_checkpoint("doom-cpu")
+    """The shipped model a runtime loads when none is named: `doom-gpu` on every device (the
+    first shipped model that follows the keys; the older `doom-cpu`, which ignored them, was
+    removed in session 7 to keep `checkpoints/` within its 60 MB)."""
+    return shipped_checkpoint("doom-gpu")
 
 
 def shipped_checkpoint(name: str) -> Path:

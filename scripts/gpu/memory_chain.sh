@@ -19,7 +19,7 @@ source scripts/gpu/common.sh
 set +e  # one failed step must not lose the rest: each long step is bounded by T
 PARTS=${PARTS:-data stage1 stage2 memorypack revisit revisit-long}
 PRESET=${PRESET:-doom-gpu}
-AE=${AE:-checkpoints/doom-cpu}
+AE=${AE:-checkpoints/doom-gpu}
 TEACHER=${TEACHER:-checkpoints/doom-gpu-teacher}
 ODE=${ODE:-runs/s3/ode}
 MEM_INIT=${MEM_INIT:-$TEACHER}  # stage 1 starts from the teacher's weights

@@ -10,7 +10,7 @@
 source scripts/gpu/common.sh
 set +e
 STOP_AT=${STOP_AT:-545}
-AE=checkpoints/doom-cpu
+AE=checkpoints/doom-gpu
 EVAL=${EVAL:-/tmp/evals}; mkdir -p $EVAL
 prepare_latents $AE
 log "bench train at the issue's shape, with the reference"

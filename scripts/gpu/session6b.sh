@@ -7,7 +7,7 @@
 source scripts/gpu/common.sh
 set +e
 STOP_AT=${STOP_AT:-548}
-AE=checkpoints/doom-cpu
+AE=checkpoints/doom-gpu
 EVAL=${EVAL:-/tmp/evals}; mkdir -p $EVAL
 prepare_latents $AE
 INIT_ARG=""; [ -n "${INIT:-}" ] && INIT_ARG="--init $INIT"

@@ -5,7 +5,7 @@
 source scripts/gpu/common.sh
 set +e
 STOP_AT=${STOP_AT:-440}
-AE=checkpoints/doom-cpu
+AE=checkpoints/doom-gpu
 INIT=${INIT:-runs/teacher-gpu-s6b}
 EVAL=${EVAL:-/tmp/evals}; mkdir -p $EVAL
 prepare_latents $AE

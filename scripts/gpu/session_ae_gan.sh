@@ -3,7 +3,7 @@
 #   then fine-tune only its decoder against a PatchGAN discriminator for 3 minutes at two
 #   adversarial weights side by side on the one GPU (the autoencoder uses a fraction of it), and
 #   measure PSNR and sharpness of each on held-out maps. The encoder stays bit-identical, so every
-#   latent cache and transformer trained on checkpoints/doom-cpu's latents stays valid.
+#   latent cache and transformer trained on checkpoints/doom-gpu's latents stays valid.
 # Run from the repository root with .whl carried:  bash scripts/gpu/session_ae_gan.sh
 source scripts/gpu/common.sh
 set +e  # one failed step must not lose the rest
@@ -12,11 +12,11 @@ AE_MIN=${AE_MIN:-3}
 NO_REVISIT=1 record_data 150000
 
 log "the shipped autoencoder"
-$MW eval autoencoder --checkpoint checkpoints/doom-cpu --data "$DATA-heldout" --split heldout --max-frames 2048 \
+$MW eval autoencoder --checkpoint checkpoints/doom-gpu --data "$DATA-heldout" --split heldout --max-frames 2048 \
     --json $EVAL/ae-doom-cpu.json | head -2
 log "decoder-only GAN fine-tunes (${AE_MIN} min each, in parallel)"
 for W in ${WEIGHTS:-0.1 0.5}; do
-  $MW train autoencoder --init checkpoints/doom-cpu --decoder-only --adv-weight $W --adv-start 300 \
+  $MW train autoencoder --init checkpoints/doom-gpu --decoder-only --adv-weight $W --adv-start 300 \
       --data "$DATA" --out $RUNS/ae-gan-$W --batch-size 48 --lr 1e-4 --warmup-steps 100 \
       --max-steps 100000 --time-limit "$AE_MIN" --no-progress --log-every 50 > $RUNS/ae-gan-$W.log 2>&1 &
 done

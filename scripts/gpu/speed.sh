@@ -37,13 +37,13 @@ done
 
 log "(c) bench serve, shipped checkpoints, cudagraph backend"
 S="--device cuda --window 50"
-T $MW bench serve --checkpoint checkpoints/doom-cpu $S --backend cudagraph --blocks 400 \
+T $MW bench serve --checkpoint checkpoints/doom-gpu $S --backend cudagraph --blocks 400 \
     --json $W/serve-doom-cpu-graphs-1.json > $W/serve-doom-cpu-graphs-1.txt 2>&1
 for N in 4 8; do
-  T $MW bench serve --checkpoint checkpoints/doom-cpu $S --backend cudagraph --clients $N --blocks 100 \
+  T $MW bench serve --checkpoint checkpoints/doom-gpu $S --backend cudagraph --clients $N --blocks 100 \
       --json $W/serve-doom-cpu-graphs-$N.json > $W/serve-doom-cpu-graphs-$N.txt 2>&1
 done
-T $MW bench serve --checkpoint checkpoints/doom-cpu $S --backend torch --clients 8 --blocks 100 \
+T $MW bench serve --checkpoint checkpoints/doom-gpu $S --backend torch --clients 8 --blocks 100 \
     --json $W/serve-doom-cpu-torch-8.json > $W/serve-doom-cpu-torch-8.txt 2>&1
 
 log "(d) Wan shapes, cudagraph with cuDNN attention first (if time is left)"

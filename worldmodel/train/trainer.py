@@ -234,11 +234,25 @@ class Trainer:
         limit = self.options.time_limit_min
         if limit is None:
             return True
-        recent = self._step_seconds[-20:] or [0.0]
-        step_s = max(recent)
         save_s = self._save_seconds if self._save_seconds is not None else FIRST_SAVE_GUESS_SECONDS
-        reserve = 2 * step_s + 1.5 * save_s + self.stage.final_save_cost_steps * step_s + SAFETY_SECONDS
+        reserve = self._step_reserve_seconds() + 1.5 * save_s + SAFETY_SECONDS
         return time.monotonic() - self.start_time + reserve < limit * 60
+
+    def _step_reserve_seconds(self) -> float:
+        """Seconds kept free for the steps still to come before the final save.
+
+        A process's first step carries torch.compile's compilation and cuDNN's autotuning (over a
+        minute on a GPU, against tens of milliseconds for the steps after it), so it never sets
+        the pace once later steps have been timed; while it is the only one, one more step like
+        it is reserved instead of two. (Before, a 70 s compiled first step reserved 140 s and a
+        3.6-minute run stopped after that one step.)"""
+        times = self._step_seconds
+        if not times:
+            return 0.0
+        if len(times) == 1:
+            return times[0] * (1 + self.stage.final_save_cost_steps)
+        step_s = max(times[1:][-20:])
+        return step_s * (2 + self.stage.final_save_cost_steps)
 
     def _set_lr(self) -> None:
         warm = self.options.warmup_steps
