@@ -1,6 +1,7 @@
 """The runtime under hostile or unlucky clients (issue 14): one regression test per finding."""
 
 import json
+import random
 import time
 
 import numpy as np
@@ -10,6 +11,7 @@ import zmq
 
 from runtime import protocol as P
 from runtime import server as server_module
+from runtime import zmtp
 from runtime.backends.torch_backend import TorchBackend
 from runtime.client import Client, ServerError
 from runtime.server import Server, ServerOptions, is_loopback, session_limit
@@ -127,6 +129,56 @@ def test_every_part_is_capped_by_the_message_limit(backend):
         assert srv.router.getsockopt(zmq.SNDHWM) == max(2, srv.opts.queue_bytes // srv.max_reply_bytes)
     finally:
         srv.close()
+
+
+# ---------------------------------------------------------------- 2b. unfinished multipart messages
+
+
+def zmtp_stream(*frames: bytes) -> bytes:
+    """What a DEALER sends after connecting: greeting, READY, then `frames` (whole frames)."""
+    return zmtp.greeting() + zmtp.command(b"READY", {"Socket-Type": b"DEALER"}) + b"".join(frames)
+
+
+def frame(size: int, more: bool = False) -> bytes:
+    return zmtp.frame_header(size, more=more) + bytes(size)
+
+
+def first_break(stream: bytes, limit: int, parts: int, rng: random.Random) -> int | None:
+    """Feed `stream` to a FrameReader in random chunks; -> how many bytes it took before it broke."""
+    reader, i = zmtp.FrameReader(limit, parts), 0
+    while i < len(stream):
+        n = rng.randrange(1, 300)
+        if reader.feed(stream[i:i + n]) is not None:  # broke inside this chunk: find the byte
+            reader, k = zmtp.FrameReader(limit, parts), 0
+            while reader.feed(stream[k:k + 1]) is None:
+                k += 1
+            return k
+        i += n
+    return None
+
+
+def test_the_frame_reader_refuses_the_header_that_crosses_a_limit():
+    """A message may hold `limit` bytes of bodies in at most `parts` parts; the frame that would
+    cross either is refused at its header, before any of its body; commands and finished
+    messages do not add up; only ZMTP 3 is read."""
+    rng = random.Random(0)
+    limit, parts = 1000, 4
+    full = [frame(300, more=True), frame(300, more=True), frame(400)]  # exactly the limit, 3 parts
+    assert first_break(zmtp_stream(*full * 50), limit, parts, rng) is None
+    pings = [zmtp.command(b"PING", {}) for _ in range(200)]  # heartbeats between messages: no message
+    assert first_break(zmtp_stream(*pings, *full, *pings), limit, parts, rng) is None
+    assert first_break(zmtp_stream(*[frame(0, more=True)] * 3, frame(0)), limit, parts, rng) is None
+    head = zmtp_stream(*full, frame(300, more=True), frame(300, more=True))  # a second message, 600 bytes
+    long_part = zmtp.frame_header(401)  # 1001 bytes in all: the long (9-byte) header is refused
+    assert first_break(head + long_part + bytes(401), limit, parts, rng) == len(head) + len(long_part) - 1
+    head = zmtp_stream(*[frame(1, more=True)] * parts)
+    assert first_break(head + frame(1), limit, parts, rng) == len(head) + 1  # the fifth part's 2-byte header
+    big = zmtp.command(b"X" * 10, {"k": bytes(limit)})
+    assert first_break(zmtp_stream(big), limit, parts, rng) == len(zmtp_stream()) + 8  # a command too large
+    zmtp2 = bytearray(zmtp.greeting())
+    zmtp2[10] = 1
+    for not3 in (bytes(zmtp2), b"\x01\x00" + bytes(62), b"GET / HTTP/1.1\r\n"):
+        assert zmtp.FrameReader(limit, parts).feed(not3) is not None
 
 
 # ---------------------------------------------------------------- 3. session slots
