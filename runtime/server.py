@@ -9,6 +9,8 @@ for its duration; clients see that as latency, never as an error. Everything a c
 connection) and every request gets exactly one reply, an error reply for anything malformed; an
 exception in model code becomes an `internal` error and leaves the session as it was. Sessions
 are found by the random token `reset` returns (runtime/sessions.py), never by the routing id.
+Without CURVE a tcp:// endpoint is served through an input guard (runtime/input_guard.py) that
+closes a connection whose message grows past the hard limit, however many parts it has.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import copy
 import hashlib
 import ipaddress
 import json
+import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -31,6 +36,7 @@ import zmq
 
 from runtime import protocol as P
 from runtime.backends.base import Backend
+from runtime.input_guard import InputGuard
 from runtime.pose_tracker import PoseTracker
 from runtime.revisit import RevisitChecker
 from runtime.sessions import Session, SessionTable
@@ -43,6 +49,7 @@ MAX_DRAIN = 64  # requests taken off the socket at once (and the most steps one 
 PUB_HWM = 64  # messages queued per spectator before the PUB socket drops frames for it
 MAX_SESSIONS_CAP = 64  # however much memory there is: one thread serves them all
 SESSION_MEMORY_SHARE = 0.5  # of the device memory free at start that sessions may take
+HARD_LIMIT_FACTOR = 4  # a message over this many times max_message_bytes closes its connection: no error reply
 
 
 @dataclass
@@ -56,6 +63,7 @@ class ServerOptions:
     max_capacity: int | None = None  # slots per session; default: the model config's capacity
     max_observe_blocks: int = P.DEFAULT_MAX_OBSERVE_BLOCKS
     max_message_bytes: int | None = None  # default: room for max_observe_blocks of frames
+    max_message_parts: int = 16  # more parts close the connection (the protocol uses 1 or 2, a REQ client adds one)
     insecure: bool = False  # allow a non-loopback bind without CURVE
     curve_secret_key: str | None = None  # certificate file (zmq.auth.create_certificates) of the server
     curve_clients: str | None = None  # folder of authorised client public certificates
@@ -150,6 +158,10 @@ class Server:
             max_observe_blocks=options.max_observe_blocks,
         )
         self.max_message_bytes = options.max_message_bytes or self.shape.default_max_message_bytes()
+        # Above max_message_bytes a request gets `too_large`; above this it is not read at all: a
+        # part this large is refused by libzmq (ZMQ_MAXMSGSIZE), a message this large in all its
+        # parts by the input guard, each closing the connection.
+        self.hard_message_bytes = HARD_LIMIT_FACTOR * self.max_message_bytes
         self.strategies = backend.strategies()
         # The largest reply: a block of frames (step, decode_memory) or a slot table (memory).
         self.max_reply_bytes = (self.shape.block_size * self.shape.frame_bytes + P.MAX_HEADER_BYTES
@@ -160,6 +172,8 @@ class Server:
         self.ctx = context or zmq.Context.instance()
         self.router = self.pub = self.auth = None
         self.endpoint = self.pub_endpoint = None
+        self.guards: list[InputGuard] = []
+        self._private_dir: str | None = None  # where the guarded sockets bind their ipc endpoints
         self._stop = threading.Event()
         self.requests = 0
 
@@ -169,14 +183,20 @@ class Server:
         print(f"{time.strftime('%H:%M:%S')} magworld serve: {msg}", file=self.log_file, flush=True)
 
     def bind(self) -> str:
-        """Open the sockets. Returns the ROUTER endpoint actually bound (a `*` port resolved)."""
+        """Open the sockets. Returns the ROUTER endpoint clients connect to (a `*` port resolved)."""
         check_endpoints(self.opts)
+        try:
+            return self._bind_sockets()
+        except BaseException:
+            self._release()
+            raise
+
+    def _bind_sockets(self) -> str:
         secure = self.opts.curve_secret_key is not None
         self.router = self.ctx.socket(zmq.ROUTER)
         # No ROUTER_HANDOVER: a connection cannot take over a routing id in use (and its replies).
         # Sessions follow their token, so a reconnecting client needs no old routing id.
-        # A hard cap above the soft limit: larger parts are dropped by libzmq with the connection.
-        self.router.setsockopt(zmq.MAXMSGSIZE, 4 * self.max_message_bytes)
+        self.router.setsockopt(zmq.MAXMSGSIZE, self.hard_message_bytes)
         # Queues per connection sized in bytes: at most `queue_bytes` of replies wait for a client
         # that does not read (then they are dropped and counted), and as much of requests waits
         # to be served (then libzmq stops reading that connection).
@@ -186,17 +206,37 @@ class Server:
         self.router.setsockopt(zmq.LINGER, 0)
         if secure:
             self._setup_curve(self.router)
-        self.router.bind(self.opts.bind)
-        self.endpoint = self.router.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.endpoint = self._bind(self.router, self.opts.bind, "router")
         if self.opts.pub:
             self.pub = self.ctx.socket(zmq.PUB)
             self.pub.setsockopt(zmq.SNDHWM, PUB_HWM)
+            self.pub.setsockopt(zmq.MAXMSGSIZE, self.hard_message_bytes)  # what a subscriber sends: subscriptions
             self.pub.setsockopt(zmq.LINGER, 0)
             if secure:
                 self._setup_curve(self.pub)
-            self.pub.bind(self.opts.pub)
-            self.pub_endpoint = self.pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+            self.pub_endpoint = self._bind(self.pub, self.opts.pub, "pub")
         return self.endpoint
+
+    def _bind(self, sock, endpoint: str, name: str) -> str:
+        """Bind `sock` where its clients reach it; returns the endpoint they connect to. A tcp://
+        endpoint without CURVE is an InputGuard's, relaying to `sock` bound on ipc:// in a folder of
+        this process's own (mode 0700: no other user can go round the guard); anything else is
+        bound directly (under CURVE the guard cannot read the encrypted frames)."""
+        if not endpoint.startswith("tcp://") or self.opts.curve_secret_key is not None:
+            sock.bind(endpoint)
+            bound = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+            who = ("a peer" if not endpoint.startswith("tcp://") else "a client of --curve-clients"
+                   if self.opts.curve_clients else "any client with the server's public key")
+            self.log(f"{bound}: no input guard (it reads plain tcp:// only): {who} can make libzmq hold an "
+                     "unfinished multipart message of any length (docs/protocol.md, Limits)")
+            return bound
+        if self._private_dir is None:
+            self._private_dir = tempfile.mkdtemp(prefix="magworld-serve-")
+        path = os.path.join(self._private_dir, name)
+        sock.bind(f"ipc://{path}")
+        guard = InputGuard(endpoint, path, self.hard_message_bytes, self.opts.max_message_parts, self.log)
+        self.guards.append(guard)
+        return guard.start()
 
     def _setup_curve(self, sock) -> None:
         import zmq.auth
@@ -254,13 +294,22 @@ class Server:
     def close(self) -> None:
         for s in self.sessions:
             self.sessions.close(s.token)
+        self._release()
+        self.log(f"shut down after {self.requests} requests")
+
+    def _release(self) -> None:
+        """Stop the guards, close the sockets, remove the private folder."""
+        for guard in self.guards:
+            guard.stop()
         for sock in (self.router, self.pub):
             if sock is not None:
                 sock.close(linger=0)
         if self.auth is not None:
             self.auth.stop()
-        self.router = self.pub = self.auth = None
-        self.log(f"shut down after {self.requests} requests")
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+        self.router = self.pub = self.auth = self._private_dir = None
+        self.guards = []
 
     def _serve_messages(self, msgs: list[list[bytes]]) -> None:
         """Serve the requests that arrived together, each client's in its order. Where the
@@ -404,6 +453,7 @@ class Server:
             },
             "limits": {
                 "max_message_bytes": self.max_message_bytes,
+                "max_message_parts": self.opts.max_message_parts,
                 "max_observe_blocks": self.shape.max_observe_blocks,
                 "max_sessions": self.sessions.max_sessions,
                 "idle_timeout_s": self.sessions.idle_timeout_s,
@@ -412,7 +462,8 @@ class Server:
             },
             "sessions": len(self.sessions),
             "stats": {"requests": self.requests, "sessions_evicted": self.sessions.evicted,
-                      "replies_dropped": dict(self.replies_dropped)},
+                      "replies_dropped": dict(self.replies_dropped),
+                      "connections_dropped": sum(g.dropped for g in self.guards)},
             "pub": self.pub_endpoint,
         }
 

@@ -118,15 +118,40 @@ def test_replies_to_a_client_that_does_not_read_are_dropped_and_counted(tmp_path
         srv.kill()
 
 
-def test_every_part_is_capped_by_the_message_limit(backend):
-    srv = Server(backend, ServerOptions(bind="tcp://127.0.0.1:*"), log=open("/dev/null", "w"),
-                 context=zmq.Context())
+def test_every_part_and_every_message_is_capped_by_the_hard_limit(backend):
+    srv = Server(backend, ServerOptions(bind="tcp://127.0.0.1:*", pub="tcp://127.0.0.1:*"),
+                 log=open("/dev/null", "w"), context=zmq.Context())
     srv.bind()
     try:
-        assert srv.router.getsockopt(zmq.MAXMSGSIZE) == 4 * srv.max_message_bytes
+        assert srv.hard_message_bytes == 4 * srv.max_message_bytes
+        for sock, endpoint, guard in zip((srv.router, srv.pub), (srv.endpoint, srv.pub_endpoint), srv.guards):
+            assert sock.getsockopt(zmq.MAXMSGSIZE) == srv.hard_message_bytes  # one part
+            # all parts of a message: the tcp endpoint is the guard's, the socket's own is ipc
+            assert guard.endpoint == endpoint and sock.getsockopt(zmq.LAST_ENDPOINT).startswith(b"ipc://")
+            assert (guard.max_message_bytes, guard.max_parts) == (srv.hard_message_bytes, srv.opts.max_message_parts)
+        assert len(srv.guards) == 2
         # requests queued per connection: queue_bytes of them (at least two messages)
         assert srv.router.getsockopt(zmq.RCVHWM) == max(2, srv.opts.queue_bytes // srv.max_message_bytes)
         assert srv.router.getsockopt(zmq.SNDHWM) == max(2, srv.opts.queue_bytes // srv.max_reply_bytes)
+    finally:
+        srv.close()
+
+
+def test_a_curve_server_binds_without_the_guard(backend, tmp_path):
+    """The guard cannot read CURVE's encrypted frames: the ROUTER itself is the endpoint, and the
+    log says who can still send an unfinished message (docs/protocol.md, Limits)."""
+    import zmq.auth
+
+    if not zmq.has("curve"):
+        pytest.skip("this libzmq was built without CURVE")
+    _, secret = zmq.auth.create_certificates(tmp_path, "server")
+    log = tmp_path / "log"
+    srv = Server(backend, ServerOptions(bind="tcp://127.0.0.1:*", curve_secret_key=secret), log=open(log, "w"),
+                 context=zmq.Context())
+    srv.bind()
+    try:
+        assert srv.guards == [] and srv.router.getsockopt(zmq.LAST_ENDPOINT).decode() == srv.endpoint
+        assert "no input guard" in log.read_text() and "server's public key" in log.read_text()
     finally:
         srv.close()
 

@@ -39,8 +39,10 @@ def register(sub):
                    "a client that does not read before they are dropped (and of requests waiting to be served)")
     p.add_argument("--max-capacity", type=int, help="memory slots a client may ask for (default: the config's capacity)")
     p.add_argument("--max-observe-blocks", type=int, default=16, help="blocks of frames per observe/reset request")
-    p.add_argument("--max-message-bytes", type=int, help="larger requests get a too_large error (default: fits "
-                   "--max-observe-blocks blocks of frames)")
+    p.add_argument("--max-message-bytes", type=int, help="larger requests get a too_large error, 4 times larger "
+                   "ones close their connection (default: fits --max-observe-blocks blocks of frames)")
+    p.add_argument("--max-message-parts", type=int, default=16, help="a message of more parts closes its "
+                   "connection (tcp without CURVE: the input guard reads every message as it arrives)")
     p.add_argument("--curve-secret-key", help="server certificate with a secret key (zmq.auth.create_certificates)")
     p.add_argument("--curve-clients", help="folder of client public certificates allowed to connect")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback bind without CURVE")
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         bind=args.bind, pub=args.pub, max_sessions=args.max_sessions, idle_timeout_s=args.idle_timeout,
         evict_after_s=args.evict_after, queue_bytes=args.queue_bytes,
         max_capacity=args.max_capacity, max_observe_blocks=args.max_observe_blocks,
-        max_message_bytes=args.max_message_bytes, insecure=args.insecure,
+        max_message_bytes=args.max_message_bytes, max_message_parts=args.max_message_parts, insecure=args.insecure,
         curve_secret_key=args.curve_secret_key, curve_clients=args.curve_clients, batch_steps=not args.no_batching,
     )
     try:
