@@ -2,6 +2,8 @@
 
 import json
 import random
+import re
+import threading
 import time
 
 import numpy as np
@@ -13,7 +15,9 @@ from runtime import protocol as P
 from runtime import server as server_module
 from runtime import zmtp
 from runtime.backends.torch_backend import TorchBackend
+from runtime.bench_soak import rss_bytes
 from runtime.client import Client, ServerError
+from runtime.raw_zmtp import RawPeer
 from runtime.server import Server, ServerOptions, is_loopback, session_limit
 from runtime_helpers import ServerProcess, pan_actions, tiny_checkpoint, wait_for
 from test_runtime_dispatch import TOKENS, Outbox, call, with_token
@@ -204,6 +208,124 @@ def test_the_frame_reader_refuses_the_header_that_crosses_a_limit():
     zmtp2[10] = 1
     for not3 in (bytes(zmtp2), b"\x01\x00" + bytes(62), b"GET / HTTP/1.1\r\n"):
         assert zmtp.FrameReader(limit, parts).feed(not3) is not None
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    srv = ServerProcess(tiny_checkpoint(tmp_path_factory.mktemp("tiny")))
+    yield srv
+    srv.kill()
+
+
+def rpc(sock, parts, timeout_ms=20_000):
+    """Send `parts` on a DEALER socket -> the reply's parts, or None when none came."""
+    sock.send_multipart(parts)
+    return sock.recv_multipart() if sock.poll(timeout_ms) else None
+
+
+def test_an_endless_multipart_message_is_dropped_at_the_hard_limit(guarded):
+    """Raw ZMTP peers send 200 MB in parts with MORE set, never a last part. Each connection is
+    closed once its message would pass the hard limit, the server's RSS stays put, and a client
+    that steps all along is served as usual."""
+    with Client(guarded.endpoint, timeout_s=30) as c:
+        info = c.info().raw
+    hard = 4 * info["limits"]["max_message_bytes"]
+    dropped_before = info["stats"]["connections_dropped"]
+    rss0 = rss_bytes(guarded.proc.pid)
+    done, peak, honest = threading.Event(), [rss0], {"steps": 0, "errors": []}
+
+    def watch_rss():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_bytes(guarded.proc.pid))
+            time.sleep(0.01)
+
+    def step_along():
+        with Client(guarded.endpoint, timeout_s=10, retries=0) as c:
+            c.reset(seed=3, revisit=False)
+            while not done.is_set():
+                try:
+                    c.step(pan_actions(3, 5.625))
+                    honest["steps"] += 1
+                except Exception as e:  # ServerUnavailable, ServerError: the attack got through
+                    honest["errors"].append(repr(e))
+
+    threads = [threading.Thread(target=f) for f in (watch_rss, step_along)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        steps_before, total, per_connection = honest["steps"], 200 * 2**20, []
+        while sum(per_connection) < total:
+            with RawPeer(guarded.endpoint) as peer:
+                peer.send_multipart([b'{"op": "info", "id": 1}'])  # a complete request is served first
+                assert json.loads(peer.recv_multipart()[0])["status"] == "ok"
+                per_connection.append(peer.send_endless_message(64 * 2**20))  # or until closed
+        steps_during = honest["steps"] - steps_before
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+    growth = peak[0] - rss0
+    print(f"{sum(per_connection) / 2**20:.0f} MiB sent on {len(per_connection)} connections (at most "
+          f"{max(per_connection) / 2**20:.1f} MiB each, kernel buffers included); hard limit {hard} bytes; "
+          f"server RSS {rss0 / 2**20:.1f} MiB, peak +{growth / 2**20:.1f} MiB; {steps_during} honest steps meanwhile")
+    assert growth < 50 * 2**20
+    assert len(per_connection) >= 10 and max(per_connection) < 32 * 2**20  # every connection was closed early
+    # The guard logs what libzmq held of the message when it closed the connection: never more
+    # than the hard limit, and the part it refused would have crossed it.
+    closes = re.findall(r"\((\d+) bytes in \d+ parts so far, then a part of (\d+)\)", guarded.log())
+    assert len(closes) >= len(per_connection)
+    assert all(int(held) <= hard < int(held) + int(part) for held, part in closes)
+    assert honest["errors"] == [] and steps_during >= 5
+    with Client(guarded.endpoint, timeout_s=30) as c:
+        stats = c.info().raw["stats"]
+    assert stats["connections_dropped"] - dropped_before == len(per_connection)
+    assert guarded.alive()
+
+
+def test_requests_of_one_and_two_parts_pass_the_guard_whole(guarded):
+    """DEALER and REQ requests of 1 or 2 parts are served through the guard; across parts a
+    message up to the hard limit gets its error reply and one byte more closes only its own
+    connection; so do more parts than --max-message-parts."""
+    ctx = zmq.Context.instance()
+    dealer, req = ctx.socket(zmq.DEALER), ctx.socket(zmq.REQ)
+    for s in (dealer, req):
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(guarded.endpoint)
+    try:
+        info = json.loads(rpc(dealer, [b'{"op": "info"}'])[0])
+        limit, max_parts = info["limits"]["max_message_bytes"], info["limits"]["max_message_parts"]
+        req.send_multipart([b'{"op": "info"}'])  # a REQ socket adds an empty delimiter part
+        assert req.poll(20_000) and json.loads(req.recv_multipart()[0])["status"] == "ok"
+        frames = np.random.default_rng(0).integers(0, 256, (3, 24, 32, 3), np.uint8)
+        head = {"op": "reset", "shape": [3, 24, 32, 3], "dtype": "uint8", "actions": [[0, 0, 0, 0]] * 3}
+        req.send_multipart([json.dumps(head).encode(), frames.tobytes()])  # 3 frames on the wire
+        assert req.poll(20_000)
+        token = json.loads(req.recv_multipart()[0])["token"]
+        observe = {**head, "op": "observe", "token": token}
+        reply = json.loads(rpc(dealer, [json.dumps(observe).encode(), frames.tobytes()])[0])
+        assert reply["status"] == "ok" and reply["next_frame"] == 6
+        with Client(guarded.endpoint, timeout_s=30) as c:
+            c.reset(seed=1, frames=frames)  # the Python client: 2 parts, and a step's 2-part reply
+            assert c.step(pan_actions(3, 5.625)).frames.shape == (3, 24, 32, 3)
+        with RawPeer(guarded.endpoint) as peer:  # and the raw peer's own two parts
+            peer.send_multipart([b'{"op": "info", "id": 2}', b"x"])
+            assert json.loads(peer.recv_multipart()[0])["error"]["code"] == P.BAD_REQUEST  # a payload for info
+        header = b'{"op": "info"}'
+        # Four parts, each well below the hard limit (what ZMQ_MAXMSGSIZE checks), all together exactly it.
+        split = [header, bytes(limit), bytes(2 * limit), bytes(limit - len(header))]
+        assert json.loads(rpc(dealer, split)[0])["error"]["code"] == P.TOO_LARGE
+        assert json.loads(rpc(dealer, [header] + [b""] * (max_parts - 1))[0])["error"]["code"] == P.BAD_REQUEST
+        for rude_parts in (split[:-1] + [split[-1] + b"x"], [header] + [b""] * max_parts):
+            rude = ctx.socket(zmq.DEALER)
+            rude.setsockopt(zmq.LINGER, 0)
+            rude.connect(guarded.endpoint)
+            assert rpc(rude, rude_parts, timeout_ms=1000) is None  # its connection was closed unanswered
+            rude.close()
+            assert json.loads(rpc(dealer, [b'{"op": "info"}'])[0])["status"] == "ok"  # the others' stay
+    finally:
+        dealer.close()
+        req.close()
 
 
 # ---------------------------------------------------------------- 3. session slots
