@@ -2,9 +2,10 @@
 
 Starts `magworld serve` (loopback only) in a child process. N honest clients each run a session
 of seeded random actions and keep every block; beside them a fuzzer sends malformed requests
-(runtime/fuzz.py), requests with guessed tokens, capacities that cannot work, and bursts of
-requests whose replies it never reads. When the honest clients are done (or the time is up) the
-hostile ones leave, and each honest client's actions are replayed alone on a fresh session: a
+(runtime/fuzz.py), requests with guessed tokens, capacities that cannot work, bursts of requests
+whose replies it never reads, and now and then, from a raw ZMTP peer (runtime/raw_zmtp.py), a
+multipart message that never ends, whose connection the server must close. When the honest
+clients are done (or the time is up) the hostile ones leave, and each honest client's actions are replayed alone on a fresh session: a
 block that differs from its replay (PSNR below MATCH_PSNR) is a cross-session mismatch. Reports
 messages, errors, unanswered requests, mismatches and the server's RSS at start and end.
 """
@@ -23,6 +24,7 @@ import numpy as np
 
 MATCH_PSNR = 40.0  # dB; batching changes a block only by float rounding (> 50 dB), corruption by 24-32
 REPLY_TIMEOUT_S = 30.0
+ENDLESS_BYTES = 64 * 2**20  # an endless message stops here if not closed (it is after the hard limit: a few MB)
 
 
 def register(sub):
@@ -98,10 +100,12 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _hostile(endpoint: str, limit_messages: int, deadline: float, stop: threading.Event, out: dict) -> None:
-    """One fuzzer socket, one never-reading socket; every request but the unread ones must be answered."""
+    """One fuzzer socket, one never-reading socket, now and then an endless message on a raw ZMTP
+    connection; every request but the unread ones must be answered, every endless message closed."""
     import zmq
 
     from runtime.fuzz import _j, malformed
+    from runtime.raw_zmtp import RawPeer
 
     ctx = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
@@ -111,7 +115,8 @@ def _hostile(endpoint: str, limit_messages: int, deadline: float, stop: threadin
         s.connect(endpoint)
     deaf.setsockopt(zmq.RCVHWM, 1)
     rng = random.Random(7)
-    out.update(messages=0, unread=0, answered=0, unanswered=0, wrong_code=0, codes={})
+    out.update(messages=0, unread=0, answered=0, unanswered=0, wrong_code=0, codes={}, endless=0,
+               endless_not_closed=0)
 
     def rpc(parts):
         sock.send_multipart(parts)
@@ -133,6 +138,10 @@ def _hostile(endpoint: str, limit_messages: int, deadline: float, stop: threadin
             for _ in range(200):
                 deaf.send_multipart([_j({"op": "info"})])
                 out["unread"] += 1
+        elif i % 500 == 125:  # a message that never ends: the server must close the connection
+            with RawPeer(endpoint, timeout_s=REPLY_TIMEOUT_S) as peer:
+                out["endless_not_closed"] += peer.send_endless_message(ENDLESS_BYTES) >= ENDLESS_BYTES
+            out["endless"] += 1
         elif i % 100 == 0:  # a capacity that cannot work (mag with one slot): refused at reset
             r = rpc([_j({"op": "reset", "strategy": "mag", "capacity": 1})])
             out["wrong_code"] += r is not None and (r.get("error") or {}).get("code") != "bad_value"
@@ -204,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
         "hostile_unread_on_purpose": hostile.get("unread", 0),
         "unanswered": hostile.get("unanswered", 0),
         "hostile_wrong_code": hostile.get("wrong_code", 0),
+        "hostile_endless_messages": hostile.get("endless", 0),
+        "endless_messages_not_closed": hostile.get("endless_not_closed", 0),
         "replies_dropped": stats["replies_dropped"],
         "blocks_compared": blocks,
         "cross_session_mismatches": mismatches,
@@ -216,7 +227,7 @@ def run(args: argparse.Namespace) -> int:
     }
     code = report(result, args.json)
     ok = (alive and mismatches == 0 and result["unanswered"] == 0 and result["honest_errors"] == 0
-          and result["hostile_wrong_code"] == 0)
+          and result["hostile_wrong_code"] == 0 and result["endless_messages_not_closed"] == 0)
     if not ok:
         print("magworld bench soak: FAILED (see the figures above); server log tail:\n" + "".join(lines[-20:]),
               file=sys.stderr)
