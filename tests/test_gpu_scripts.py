@@ -22,6 +22,7 @@ PENDING = {
     "session8a.sh": ["data encode", "train teacher", "eval turns", "eval next-block"],
     "session8b.sh": ["data encode", "train ode-init", "train memory", "train package", "eval turns",
                      "eval next-block"],
+    "patch_ablation.sh": ["data encode", "train teacher", "eval turns"],
     "speed.sh": ["bench generate", "bench serve"],
     "test.sh": [],
     "session_ae_gan.sh": ["data record", "eval autoencoder", "train autoencoder"],

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from worldmodel.cli.eval_common import add_model_args, device_of, emit
 
+SCRIPTS = ("tour", "still")  # worldmodel.eval.long_rollout.SCRIPTS (not imported: the CLI starts without torch)
+
 
 def register(sub):
     p = sub.add_parser("rollout", help="long scripted rollout vs the engine: drift, frame strip, mp4",
@@ -17,6 +19,9 @@ def register(sub):
     add_model_args(p, data=False)
     p.add_argument("--map", default="freedoom2.wad:MAP07", help="WAD:MAP to roll out in (default: a held-out map)")
     p.add_argument("--seconds", type=float, default=120.0)
+    p.add_argument("--script", choices=SCRIPTS, default="tour",
+                   help="tour: walk, turn, pan away and back, strafe (default); still: no key pressed (is the "
+                   "room still there after --seconds? compare psnr_vs_engine first and last minute)")
     p.add_argument("--strategy", default=None, help="memory strategy (default: the checkpoint's)")
     p.add_argument("--counterfactuals", default="mirrored turns,shuffled",
                    help="comma-separated rollouts with wrong actions to compare: 'mirrored turns', 'shuffled' "
@@ -35,5 +40,6 @@ def run(args) -> int:
     a = model.config.autoencoder
     settings = engine_settings(wad, map_name, a.frame_height, a.frame_width)
     kinds = tuple(k.strip() for k in args.counterfactuals.split(",") if k.strip())
-    result = long_rollout(model, settings, args.seconds, args.out, args.strategy, seed=args.seed, counterfactuals=kinds)
+    result = long_rollout(model, settings, args.seconds, args.out, args.strategy, seed=args.seed, counterfactuals=kinds,
+                          script=args.script)
     return emit(args, {"checkpoint": str(args.checkpoint), **result})

@@ -1,7 +1,8 @@
 """A long rollout under a scripted action sequence, beside the real engine on the same actions.
 
-The script is deterministic (walks, turns, a look-around pan and its return, strafes), so the
-same command always produces the same comparison. Outputs: per-frame PSNR against the engine
+Two scripts (SCRIPTS), both deterministic, so the same command always produces the same
+comparison: `tour` walks, turns, pans away and back and strafes; `still` presses no key, the test
+of a model left alone (it must keep showing the same room: compare the first and last minute). Outputs: per-frame PSNR against the engine
 over time, drift of the generated video (and of the true one, for reference), a strip of frames
 every `strip_every_s` seconds, and an mp4 with generated | true side by side. The rollout is run
 again with the turns mirrored and with the script's blocks shuffled (same noise), and the
@@ -24,8 +25,16 @@ from worldmodel.eval.counterfactual import COUNTERFACTUALS, ActionFollowing, cou
 from worldmodel.metrics import psnr, sharpness
 
 
-def scripted_actions(frames: int, frame_skip: int, seed: int = 0) -> np.ndarray:
-    """[frames, 4] actions: a repeating tour of walk / turn / pan-and-return / strafe segments."""
+SCRIPTS = ("tour", "still")
+
+
+def scripted_actions(frames: int, frame_skip: int, seed: int = 0, script: str = "tour") -> np.ndarray:
+    """[frames, 4] actions of `script`: `tour`, a repeating tour of walk / turn / pan-and-return /
+    strafe segments; `still`, no key pressed."""
+    if script not in SCRIPTS:
+        raise ValueError(f"unknown rollout script {script!r}; choose one of {', '.join(SCRIPTS)}")
+    if script == "still":
+        return np.zeros((frames, 4), dtype=np.float32)
     rng = np.random.default_rng(seed)
     out = []
     while len(out) < frames:
@@ -107,13 +116,17 @@ def _sharpness(frames: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def long_rollout(model: WorldModel, settings: EngineSettings, seconds: float, out_dir: Path,
                  strategy: str | None = None, strip_every_s: float = 10.0, seed: int = 0,
-                 progress: bool = True, counterfactuals: tuple[str, ...] = COUNTERFACTUALS) -> dict:
+                 progress: bool = True, counterfactuals: tuple[str, ...] = COUNTERFACTUALS,
+                 script: str = "tour") -> dict:
     """The scripted rollout beside the engine, and the same rollout (same noise) with each
-    counterfactual of the script's actions (worldmodel/eval/counterfactual.py)."""
+    counterfactual of the script's actions (worldmodel/eval/counterfactual.py; none for `still`,
+    whose actions have no counterfactual)."""
     bf = model.config.model.block_frames
     fps = settings.fps
     total = int(round(seconds * fps / bf)) * bf
-    actions = scripted_actions(total, settings.frame_skip, seed)
+    actions = scripted_actions(total, settings.frame_skip, seed, script)
+    if script == "still":
+        counterfactuals = ()
     a = model.config.autoencoder
     truth, poses = engine_run(settings, actions, (a.frame_height, a.frame_width))
     generated = generate_along(model, truth, actions, poses, strategy, seed, progress)
@@ -136,10 +149,12 @@ def long_rollout(model: WorldModel, settings: EngineSettings, seconds: float, ou
     ratio = lambda sl: float(sharp_gen[sl].mean() / max(sharp_true[sl].mean(), 1e-12))  # noqa: E731
     return {
         "frames": int(total), "seconds": round(total / fps, 1), "fps_of_data": fps, "map": f"{settings.wad}:{settings.map}",
-        "strategy": model.rollout(strategy).strategy.name,
+        "script": script, "strategy": model.rollout(strategy).strategy.name,
         "psnr_vs_engine_mean": float(np.mean(per_frame)),
         "psnr_vs_engine_first_minute": float(np.mean(per_frame[:minute])),
         "psnr_vs_engine_last_minute": float(np.mean(per_frame[-minute:])),
+        # issue 11's test of a model left alone: within 1 dB (negative = it drifted away)
+        "psnr_last_minus_first_minute": float(np.mean(per_frame[-minute:]) - np.mean(per_frame[:minute])),
         "actions": following,
         "sharpness_generated": float(sharp_gen.mean()), "sharpness_engine": float(sharp_true.mean()),
         "sharpness_ratio": ratio(slice(None)), "sharpness_ratio_first_minute": ratio(slice(None, minute)),

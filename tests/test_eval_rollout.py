@@ -1,0 +1,36 @@
+"""`magworld eval rollout`: its scripts, and a short rollout of the shipped model with no key pressed
+beside the real engine."""
+
+import json
+
+import numpy as np
+import pytest
+
+from worldmodel.cli import eval_rollout
+from worldmodel.cli import main
+from worldmodel.eval.long_rollout import SCRIPTS, scripted_actions
+
+
+def test_the_still_script_presses_no_key_and_the_tour_turns_and_walks():
+    assert not scripted_actions(90, 2, script="still").any()
+    tour = scripted_actions(600, 2, seed=0)
+    assert tour.shape == (600, 4) and (tour[:, 0] != 0).any() and (tour[:, 2] != 0).any()
+    with pytest.raises(ValueError, match="unknown rollout script"):
+        scripted_actions(9, 2, script="dance")
+
+
+def test_the_cli_offers_the_scripts_the_rollout_knows():
+    assert eval_rollout.SCRIPTS == SCRIPTS
+
+
+def test_a_still_rollout_of_the_shipped_model_compares_first_and_last_minute(tmp_path):
+    pytest.importorskip("vizdoom")
+    out = tmp_path / "rollout.json"
+    assert main(["eval", "rollout", "--checkpoint", "checkpoints/doom-gpu", "--device", "cpu", "--seconds", "2",
+                 "--script", "still", "--out", str(tmp_path / "media"), "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["script"] == "still" and r["actions"] == {}  # no counterfactual of no action
+    assert r["frames"] > 0 and np.isfinite(r["psnr_vs_engine_mean"])
+    assert r["psnr_last_minus_first_minute"] == pytest.approx(
+        r["psnr_vs_engine_last_minute"] - r["psnr_vs_engine_first_minute"])
+    assert (tmp_path / "media" / "rollout_strip.png").exists()
