@@ -33,4 +33,6 @@ def test_a_still_rollout_of_the_shipped_model_compares_first_and_last_minute(tmp
     assert r["frames"] > 0 and np.isfinite(r["psnr_vs_engine_mean"])
     assert r["psnr_last_minus_first_minute"] == pytest.approx(
         r["psnr_vs_engine_last_minute"] - r["psnr_vs_engine_first_minute"])
+    assert r["psnr_last_minute_minus_first_2s"] == pytest.approx(
+        r["psnr_vs_engine_last_minute"] - r["psnr_vs_engine_first_2s"])
     assert (tmp_path / "media" / "rollout_strip.png").exists()

@@ -23,6 +23,8 @@ PENDING = {
     "session8b.sh": ["data encode", "train ode-init", "train memory", "train package", "eval turns",
                      "eval next-block"],
     "patch_ablation.sh": ["data encode", "train teacher", "eval turns"],
+    "self_forcing.sh": ["data encode", "train dmd", "train memory", "train package", "eval rollout", "eval turns",
+                        "eval next-block"],
     "speed.sh": ["bench generate", "bench serve"],
     "test.sh": [],
     "session_ae_gan.sh": ["data record", "eval autoencoder", "train autoencoder"],
