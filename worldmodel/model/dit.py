@@ -14,7 +14,7 @@ for conversions to x0).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
@@ -24,7 +24,7 @@ from worldmodel.config import ModelConfig
 from worldmodel.model.attention import CrossAttention, SelfAttention
 from worldmodel.model.layers import FeedForward, TimeActionEmbedding, init_linear, modulate
 from worldmodel.model.masks import expand_to_tokens, flex_block_mask
-from worldmodel.model.rope import rope_angles
+from worldmodel.model.rope import rope_angles, rope_rotation, tracing
 
 # MAGWORLD_DENSE_MASKS=1 uses dense SDPA masks on CUDA too (to compare with FlexAttention).
 DENSE_MASKS = os.environ.get("MAGWORLD_DENSE_MASKS", "") == "1"
@@ -44,10 +44,56 @@ class MemoryView:
     # Known on the host that every slot holds data (KVMemory knows from its slot table, without
     # reading the device): attention then needs no mask and can take the fused kernels.
     all_valid: bool = False
+    # layer -> (key, keys, values): the heads-first buffers of keys_values, made once per view
+    _buffers: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def slots(self) -> int:
         return self.k.shape[2]
+
+    def keys_values(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What layer `layer` attends to: heads-first keys and values [B, H, S*N + L, D], the
+        memory's S*N tokens then the new k, v [B, H, L, D].
+
+        Without autograd (inference) the buffers are made once per view and layer, so the memory
+        is copied once per block rather than once per denoising step and layer; each call only
+        writes its own L tokens into their tail, and what it returns holds until the next call.
+        A buffer is made anew when the view's k/v have been written to since (their version;
+        inference-mode tensors have none, so they are concatenated every time, as with autograd)."""
+        mk, mv = (t[layer].flatten(1, 2).transpose(1, 2) for t in (self.k, self.v))  # [B, H, S*N, D]
+        if torch.is_grad_enabled() or tracing() or self.k.is_inference() or self.v.is_inference():
+            return torch.cat([mk.to(k.dtype), k], 2), torch.cat([mv.to(v.dtype), v], 2)
+        key = (k.shape, k.dtype, v.dtype, self.k._version, self.v._version)
+        held = self._buffers.get(layer)
+        if held is None or held[0] != key:
+            m = mk.shape[2]
+            keys = k.new_empty((*k.shape[:2], m + k.shape[2], k.shape[3]))
+            values = v.new_empty((*v.shape[:2], m + v.shape[2], v.shape[3]))
+            keys[:, :, :m] = mk
+            values[:, :, :m] = mv
+            held = self._buffers[layer] = (key, keys, values)
+        _, keys, values = held
+        m = mk.shape[2]
+        keys[:, :, m:] = k
+        values[:, :, m:] = v
+        return keys, values
+
+    def attention_mask(self, own: torch.Tensor | None, length: int) -> torch.Tensor | None:
+        """The mask of `length` new tokens over [memory ; new] tokens, [B or 1, 1, L, S*N + L]
+        bool, from the valid slots and `own` ([L, L] over the new tokens, or None = all); None
+        when nothing is masked (every slot valid, no `own`): SDPA then takes its fused kernels."""
+        if self.all_valid and own is None:
+            return None
+        tokens = self.k.shape[3]
+        if self.all_valid:
+            valid = torch.ones(1, self.slots * tokens, dtype=torch.bool, device=self.valid.device)
+        else:
+            valid = self.valid.repeat_interleave(tokens, dim=-1)
+            valid = valid if valid.dim() == 2 else valid[None]
+        mem = valid[:, None, None, :].expand(valid.shape[0], 1, length, valid.shape[1])
+        if own is None:
+            own = torch.ones(length, length, dtype=torch.bool, device=valid.device)
+        return torch.cat([mem, own.view(1, 1, length, length).expand(mem.shape[0], 1, length, length)], dim=-1)
 
 
 class DiTBlock(nn.Module):
@@ -63,26 +109,25 @@ class DiTBlock(nn.Module):
         self.modulation = nn.Parameter(torch.zeros(1, 1, 6, d))
         self.action_in = nn.Linear(d, d) if cfg.action_tokens else None
 
-    def forward(self, x, e6, a, cos, sin, context, mask, mem_k, mem_v, mem_valid, frames):
-        """x [B, F*N, d]; e6 [B, F, 6, d] per-frame modulation; a [B, F, d] action features."""
-        b, length, d = x.shape
-        n = length // frames
+    def forward(self, x, mod, a, rot, context, mask, memory, layer):
+        """x [B, F, N, d] tokens by frame; mod: this layer's six [B, F, 1, d] modulations (shift,
+        1 + scale, gate of attention, then of the FFN; CausalDiT.modulations) that broadcast over
+        a frame's tokens; a [B, F, d] action features; rot, mask, memory (a MemoryView or None)
+        as SelfAttention takes them. Returns x and the layer's k, v [B, F*N, H, D]."""
+        b, f, n, d = x.shape
+        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = mod
         if self.action_in is not None:
-            x = x + self.action_in(a).repeat_interleave(n, dim=1)
-        mod = (self.modulation + e6).unbind(2)  # 6 x [B, F, d]
-        per_tok = [m.repeat_interleave(n, dim=1) for m in mod]
-        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = per_tok
-        y, k, v = self.self_attn(
-            modulate(self.norm1(x), shift_a, scale_a), cos, sin, mask, mem_k, mem_v, mem_valid
-        )
-        x = x + y * gate_a
+            x = x + self.action_in(a)[:, :, None]
+        h = modulate(self.norm1(x), shift_a, scale_a).view(b, f * n, d)
+        y, k, v = self.self_attn(h, rot, mask, memory, layer)
+        x = torch.addcmul(x, y.view(b, f, n, d), gate_a)
         if self.cross_attn is not None:
             if context.dim() == 4:  # per-frame context [B, F, Lc, d]: each frame's tokens read their own
-                per_frame = self.norm3(x).reshape(b * frames, n, d)
-                x = x + self.cross_attn(per_frame, context.flatten(0, 1)).reshape(b, length, d)
+                y = self.cross_attn(self.norm3(x).flatten(0, 1), context.flatten(0, 1))
             else:
-                x = x + self.cross_attn(self.norm3(x), context)
-        x = x + self.ffn(modulate(self.norm2(x), shift_f, scale_f)) * gate_f
+                y = self.cross_attn(self.norm3(x).view(b, f * n, d), context)
+            x = x + y.view(b, f, n, d)
+        x = torch.addcmul(x, self.ffn(modulate(self.norm2(x), shift_f, scale_f)), gate_f)
         return x, k, v
 
 
@@ -111,6 +156,8 @@ class CausalDiT(nn.Module):
         # Actions arrive in their physical units (worldmodel.actions) and are scaled to [-1, 1] here.
         self.register_buffer("action_center", torch.as_tensor((ACTION_HIGH + ACTION_LOW) / 2), persistent=False)
         self.register_buffer("action_scale", torch.as_tensor((ACTION_HIGH - ACTION_LOW) / 2), persistent=False)
+        # Added to the six modulations (shift, scale, gate; attention then FFN): 1 + scale, once.
+        self.register_buffer("scale_one", torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0])[:, None], persistent=False)
         self._init_weights()
 
     def _init_weights(self):
@@ -187,11 +234,11 @@ class CausalDiT(nn.Module):
         gh, gw = cfg.grid
         n = gh * gw
 
-        tokens = self.patch_embedding(x.transpose(1, 2)).flatten(2).transpose(1, 2)  # [B, F*N, d]
-        tokens = tokens.reshape(b, f * n, cfg.dim)
+        tokens = self.patch_embedding(x.transpose(1, 2)).flatten(3).permute(0, 2, 3, 1).contiguous()  # [B, F, N, d]
         e, a = self.time_action(t, (actions - self.action_center) / self.action_scale)  # [B, F, d] each
-        e6 = self.time_projection(e).unflatten(-1, (6, cfg.dim))  # [B, F, 6, d]
+        mods = self.modulations(self.time_projection(e).unflatten(-1, (6, cfg.dim)))
         cos, sin = rope if rope is not None else self.rope_tables(frame_pos)
+        rot = rope_rotation(cos, sin)
         context = None
         if cfg.cross_attention:
             if prompt is None:
@@ -205,25 +252,29 @@ class CausalDiT(nn.Module):
                 mask = flex_block_mask(frame_mask.to(x.device), n)
             else:
                 mask = expand_to_tokens(frame_mask.to(x.device), n)
+        if memory is not None and memory.slots == 0:
+            memory = None
+        if memory is not None:
+            mask = memory.attention_mask(mask, f * n)
 
         kvs = []
         for i, block in enumerate(self.blocks):
-            if memory is not None and memory.slots > 0:
-                mk = memory.k[i].flatten(1, 2)
-                mv = memory.v[i].flatten(1, 2)
-                mvalid = None if memory.all_valid else memory.valid.repeat_interleave(n, dim=-1)
-            else:
-                mk = mv = mvalid = None
-            tokens, k, v = block(tokens, e6, a, cos, sin, context, mask, mk, mv, mvalid, f)
+            tokens, k, v = block(tokens, mods[i], a, rot, context, mask, memory, i)
             if return_kv:
-                kvs.append((k.view(b, f, n, cfg.heads, cfg.head_dim), v.view(b, f, n, cfg.heads, cfg.head_dim)))
+                kvs.append((k.unflatten(1, (f, n)), v.unflatten(1, (f, n))))
 
         shift, scale = (self.head_modulation + e[:, :, None, :]).unbind(2)
-        shift = shift.repeat_interleave(n, dim=1)
-        scale = scale.repeat_interleave(n, dim=1)
-        out = self.head(modulate(self.head_norm(tokens), shift, scale))  # [B, F*N, ph*pw*C]
+        out = self.head(modulate(self.head_norm(tokens), shift[:, :, None], 1 + scale[:, :, None]))  # [B, F, N, ph*pw*C]
         v_pred = self._unpatchify(out, b, f)
         return (v_pred, kvs) if return_kv else v_pred
+
+    def modulations(self, e6: torch.Tensor) -> torch.Tensor:
+        """Every layer's adaLN modulations at once from the per-frame e6 [B, F, 6, d]:
+        [layers, 6, B, F, 1, d] — for layer i, mods[i] unpacks to (shift, 1 + scale, gate) of
+        attention, then of the FFN, each broadcasting over a frame's tokens."""
+        table = torch.stack([block.modulation[0, 0] for block in self.blocks])  # [layers, 6, d]
+        mods = table[:, None, None] + e6 + self.scale_one  # [layers, B, F, 6, d]
+        return mods.permute(0, 3, 1, 2, 4).unsqueeze(-2)
 
     def _unpatchify(self, out: torch.Tensor, b: int, f: int) -> torch.Tensor:
         cfg = self.cfg

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from worldmodel.model.rope import angle_dtype
+from worldmodel.model.rope import angle_dtype, tracing
 
 
 class RMSNorm(nn.Module):
@@ -17,8 +18,24 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == self.weight.dtype == torch.float32:  # the fused kernel, same arithmetic
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         xf = x.float()
         return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+_GELU_K = 2 * math.sqrt(2 / math.pi)
+
+
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """F.gelu(x, approximate="tanh"). For inference on CPU as x * sigmoid(2k (x + 0.044715 x^3)),
+    the same function (0.5 (1 + tanh(u)) = sigmoid(2u)) in a few in-place passes, about 1.7x
+    faster than PyTorch's tanh there; equal to float rounding (tests/test_model_speed.py).
+    Elsewhere (CUDA, autograd, export) PyTorch's fused GELU."""
+    if x.device.type != "cpu" or torch.is_grad_enabled() or tracing():
+        return F.gelu(x, approximate="tanh")
+    u = torch.addcmul(x, x * x, x, value=0.044715)
+    return u.mul_(_GELU_K).sigmoid_().mul_(x)
 
 
 class FeedForward(nn.Module):
@@ -30,7 +47,7 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        return self.fc2(gelu_tanh(self.fc1(x)))
 
 
 def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -72,7 +89,8 @@ def init_linear(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale1: torch.Tensor) -> torch.Tensor:
+    """adaLN: x * (1 + scale) + shift, given scale1 = 1 + scale (made once for every layer)."""
+    return torch.addcmul(shift, x, scale1)
 
 

@@ -62,3 +62,30 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     s = sin[:, :, None, :] if sin.dim() == 3 else sin[None, :, None, :]
     out = torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], dim=-1).flatten(-2)
     return out.type_as(x)
+
+
+def tracing() -> bool:
+    """Inside an ONNX export or torch.compile: the graph is traced, so the eager CPU shortcuts
+    (complex RoPE, which ONNX lacks; in-place buffers; the CPU GELU) give way to plain ops."""
+    return torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
+def rope_rotation(cos: torch.Tensor, sin: torch.Tensor):
+    """The rotation of `rotate_heads_first` for cos/sin [L, D/2] or [B, L, D/2]: a complex
+    tensor e^(i angle) (one multiply per rotation), or (cos, sin) where complex numbers are not
+    available (ONNX export, torch.compile). Made once per forward, shared by every layer."""
+    if tracing():
+        return cos, sin
+    rot = torch.complex(cos, sin)
+    return rot[:, None] if rot.dim() == 3 else rot[None, None]  # [B or 1, 1, L, D/2]: heads-first
+
+
+def rotate_heads_first(x: torch.Tensor, rot) -> torch.Tensor:
+    """`apply_rope` of x [B, L, H, D] by `rope_rotation(cos, sin)`, returned heads-first
+    [B, H, L, D] (the layout attention reads). Channel pair (2i, 2i+1) is the complex number
+    x_2i + i x_2i+1, so the rotation is one complex multiply; equal to apply_rope to float
+    rounding (tests/test_model_speed.py)."""
+    if isinstance(rot, tuple):
+        return apply_rope(x, *rot).transpose(1, 2)
+    xc = torch.view_as_complex(x.float().transpose(1, 2).unflatten(-1, (-1, 2)))
+    return torch.view_as_real(xc * rot).flatten(-2).type_as(x)
