@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from worldmodel.config import AutoencoderConfig
+from worldmodel.model.rope import tracing
 
 # Clamp of the posterior log-variance: keeps exp() finite when the KL term is this weak.
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
@@ -138,6 +139,11 @@ class Decoder(nn.Module):
         self.conv_out = nn.Conv2d(chs[-1], 3, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if z.device.type == "cpu" and not tracing():
+            # oneDNN's convolutions run ~10% faster on channels-last activations on CPU (the
+            # weights may stay as they are); the frames come out channels-last too, so the
+            # [..., H, W, 3] view of `frames_to_uint8(...).movedim(-3, -1)` needs no copy.
+            z = z.contiguous(memory_format=torch.channels_last)
         return self.conv_out(F.silu(self.norm_out(self.body(self.conv_in(z)))))
 
 
