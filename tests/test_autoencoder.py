@@ -95,3 +95,32 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(tiny):
         loss().backward()
         opt.step()
     assert loss().item() < 0.9 * before
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsample_conv_equals_upsampling_then_convolving(channels_last):
+    import torch.nn.functional as F
+
+    from worldmodel.autoencoder import upsample_conv
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 5, 7, generator=g)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(4, 6, 3, 3, generator=g), torch.randn(4, generator=g)
+    want = F.conv2d(F.interpolate(x, scale_factor=2.0, mode="nearest"), w, b, padding=1)
+    torch.testing.assert_close(upsample_conv(x, w, b), want, rtol=1e-5, atol=1e-5)
+
+
+def test_the_cpu_decoder_gives_what_the_plain_one_gives():
+    """Without autograd on CPU the decoder upsamples with upsample_conv; with autograd (training)
+    it upsamples, then convolves: both decode the same frames."""
+    cfg = AutoencoderConfig(base_channels=8, max_channels=16)
+    torch.manual_seed(0)
+    ae = Autoencoder(cfg).eval()
+    z = torch.randn(3, cfg.latent_channels, 15, 20)
+    with torch.no_grad():
+        fast = ae.decode(z)
+    plain = ae.decode(z).detach()
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, plain, rtol=1e-5, atol=1e-5)

@@ -90,7 +90,36 @@ class Upsample(nn.Module):
         self.conv = nn.Conv2d(in_ch, out_ch, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and not torch.is_grad_enabled() and not tracing():
+            return upsample_conv(x, self.conv.weight, self.conv.bias)
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def _fold_taps(w: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 3 taps of a kernel along `dim`, seen from the half-resolution map: an even output
+    row reads (tap 0 | taps 1 + 2) of input rows (i - 1, i), an odd one (taps 0 + 1 | tap 2) of
+    rows (i, i + 1)."""
+    t0, t1, t2 = w.unbind(dim)
+    return torch.stack([t0, t1 + t2], dim), torch.stack([t0 + t1, t2], dim)
+
+
+def upsample_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """conv2d(interpolate(x, 2x nearest), weight [O, C, 3, 3], bias, padding=1) without making
+    the upsampled map: each of the four output parities is a 2x2 convolution of x itself (the
+    taps that land on the same input pixel summed), all four in one convolution with 4*O
+    outputs, interleaved into place. 4/9 of the multiplies; ~1.8x faster on CPU. Equal to the
+    upsample-then-convolve form to float rounding (tests/test_autoencoder.py). x [N, C, h, w]
+    -> [N, O, 2h, 2w], channels-last (as the decoder runs on CPU)."""
+    n, _, h, w = x.shape
+    o = weight.shape[0]
+    kernels = [k for rows in _fold_taps(weight, 2) for k in _fold_taps(rows, 3)]  # parity (di, dj), row-major
+    y = F.conv2d(x, torch.cat(kernels), bias.repeat(4), padding=1)  # [N, 4*O, h+1, w+1]
+    y = y.unflatten(1, (2, 2, o))
+    out = x.new_empty(n, h, 2, w, 2, o)
+    for di in (0, 1):
+        for dj in (0, 1):
+            out[:, :, di, :, dj] = y[:, di, dj, :, di:di + h, dj:dj + w].permute(0, 2, 3, 1)
+    return out.view(n, 2 * h, 2 * w, o).permute(0, 3, 1, 2)
 
 
 def _stage_channels(config: AutoencoderConfig) -> list[int]:
