@@ -122,3 +122,18 @@ def test_cpu_gelu_and_rms_norm_equal_the_plain_ones():
         norm = RMSNorm(256)
         norm.weight.normal_()
         torch.testing.assert_close(norm(x), reference_dit.rms(norm, x), rtol=1e-5, atol=1e-6)
+
+
+def test_kv_only_gives_the_keys_and_values_of_return_kv(model, tiny):
+    """What a memory write asks for: the last layer stops at its keys/values, no head."""
+    mem = memory_of(model, tiny)
+    x, t, a = clip_inputs(tiny, frames=3)
+    pos = torch.arange(12, 15)
+    with torch.no_grad():
+        _, want = model(x, torch.zeros_like(t), a, pos, memory=mem.view(), return_kv=True)
+        got = model(x, torch.zeros_like(t), a, pos, memory=mem.view(), kv_only=True)
+    assert len(got) == len(want) == tiny.model.layers
+    for (gk, gv), (wk, wv) in zip(got, want):
+        assert gk.shape == wk.shape == (2, 3, tiny.model.tokens_per_frame, tiny.model.heads, tiny.model.head_dim)
+        torch.testing.assert_close(gk, wk, rtol=0, atol=0)
+        torch.testing.assert_close(gv, wv, rtol=0, atol=0)

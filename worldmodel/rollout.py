@@ -158,7 +158,7 @@ class Rollout:
             prompt = writer.prompt_for_scenes(None, b) if writer is self.memory_model else None
             if self.semantic_pack is not None:
                 prompt = context  # as trained: the clean pass of a block reads the context it was made with
-            _, kvs = writer(x0, t0, actions, pos, prompt, memory=view, return_kv=True, validate=False)
+            kvs = writer(x0, t0, actions, pos, prompt, memory=view, kv_only=True, validate=False)
             self.strategy.write_block(self.memory, kvs, pos, poses)
         if self.semantic_pack is not None:
             self.pack_state = self.semantic_pack.update(state, x0)

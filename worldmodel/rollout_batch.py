@@ -94,8 +94,8 @@ def generate_together(
     if first.strategy.kept_frames():
         writer = first.memory_model if first.strategy.writer == "memory_model" else gen
         t0 = torch.zeros(n, cfg.block_frames, device=device)
-        _, kvs = writer(x0, t0, acts, pos[0], writer.prompt_for_scenes(None, n), memory=view, rope=rope,
-                        return_kv=True, validate=False)
+        kvs = writer(x0, t0, acts, pos[0], writer.prompt_for_scenes(None, n), memory=view, rope=rope,
+                     kv_only=True, validate=False)
         if not all(torch.isfinite(t).all() for kv in kvs for t in kv):
             raise ValueError("the memory write produced NaN or infinite values; no memory was changed")
         # Every session's write is planned (slots chosen, checked) before any is made: one

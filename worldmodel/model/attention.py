@@ -42,11 +42,16 @@ class SelfAttention(nn.Module):
         """Project tokens x [B, L, dim] to heads-first q, k, v [B, H, L, D]; rot is
         `rope_rotation` of the L tokens' positions, so keys come out rotated to their absolute
         positions."""
-        shape = (*x.shape[:2], self.heads, self.head_dim)
-        q = rotate_heads_first(self.norm_q(self.q(x)).view(shape), rot)
-        k = rotate_heads_first(self.norm_k(self.k(x)).view(shape), rot)
-        v = self.v(x).view(shape).transpose(1, 2)
-        return q, k, v
+        q = rotate_heads_first(self.norm_q(self.q(x)).view(self._heads(x)), rot)
+        return (q, *self.kv(x, rot))
+
+    def kv(self, x: torch.Tensor, rot):
+        """Only the keys and values of `qkv` (what a memory write keeps of the last layer)."""
+        k = rotate_heads_first(self.norm_k(self.k(x)).view(self._heads(x)), rot)
+        return k, self.v(x).view(self._heads(x)).transpose(1, 2)
+
+    def _heads(self, x: torch.Tensor) -> tuple[int, int, int, int]:
+        return (*x.shape[:2], self.heads, self.head_dim)
 
     def forward(self, x, rot, mask=None, memory=None, layer: int = 0):
         """x [B, L, dim]. memory: a MemoryView (worldmodel.model.dit) whose layer `layer` the L

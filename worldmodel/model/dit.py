@@ -109,16 +109,20 @@ class DiTBlock(nn.Module):
         self.modulation = nn.Parameter(torch.zeros(1, 1, 6, d))
         self.action_in = nn.Linear(d, d) if cfg.action_tokens else None
 
-    def forward(self, x, mod, a, rot, context, mask, memory, layer):
+    def forward(self, x, mod, a, rot, context, mask, memory, layer, kv_only: bool = False):
         """x [B, F, N, d] tokens by frame; mod: this layer's six [B, F, 1, d] modulations (shift,
         1 + scale, gate of attention, then of the FFN; CausalDiT.modulations) that broadcast over
         a frame's tokens; a [B, F, d] action features; rot, mask, memory (a MemoryView or None)
-        as SelfAttention takes them. Returns x and the layer's k, v [B, F*N, H, D]."""
+        as SelfAttention takes them. Returns x and the layer's k, v [B, F*N, H, D]; with kv_only
+        (None, k, v), and the layer stops there."""
         b, f, n, d = x.shape
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = mod
         if self.action_in is not None:
             x = x + self.action_in(a)[:, :, None]
         h = modulate(self.norm1(x), shift_a, scale_a).view(b, f * n, d)
+        if kv_only:
+            k, v = self.self_attn.kv(h, rot)
+            return None, k.transpose(1, 2), v.transpose(1, 2)
         y, k, v = self.self_attn(h, rot, mask, memory, layer)
         x = torch.addcmul(x, y.view(b, f, n, d), gate_a)
         if self.cross_attn is not None:
@@ -208,6 +212,7 @@ class CausalDiT(nn.Module):
         scene: torch.Tensor | None = None,
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         validate: bool = True,
+        kv_only: bool = False,
     ):
         """Predict the flow velocity of F latent frames.
 
@@ -224,6 +229,8 @@ class CausalDiT(nn.Module):
         rope:       (cos, sin) from `rope_tables(frame_pos)`, to reuse across the steps of a block
         validate:   check shapes and values (callers that validated their inputs pass False:
                     the value checks synchronise with the device on every call)
+        kv_only:    return only the list of (k, v) of return_kv, not the velocity: the last
+                    layer stops at its keys/values and the head is skipped (all a memory write needs)
         Returns v [B, F, C, h, w]; with return_kv also a list over layers of (k, v), each
         [B, F, N, heads, head_dim] (k post-RoPE) — what a memory write stores.
         """
@@ -259,9 +266,12 @@ class CausalDiT(nn.Module):
 
         kvs = []
         for i, block in enumerate(self.blocks):
-            tokens, k, v = block(tokens, mods[i], a, rot, context, mask, memory, i)
-            if return_kv:
+            tokens, k, v = block(tokens, mods[i], a, rot, context, mask, memory, i,
+                                 kv_only=kv_only and i == len(self.blocks) - 1)
+            if return_kv or kv_only:
                 kvs.append((k.unflatten(1, (f, n)), v.unflatten(1, (f, n))))
+        if kv_only:
+            return kvs
 
         shift, scale = (self.head_modulation + e[:, :, None, :]).unbind(2)
         out = self.head(modulate(self.head_norm(tokens), shift[:, :, None], 1 + scale[:, :, None]))  # [B, F, N, ph*pw*C]
