@@ -55,13 +55,16 @@ class MemoryView:
         """What layer `layer` attends to: heads-first keys and values [B, H, S*N + L, D], the
         memory's S*N tokens then the new k, v [B, H, L, D].
 
-        Without autograd (inference) the buffers are made once per view and layer, so the memory
+        Without autograd (inference) on the CPU the buffers are made once per view and layer, so the memory
         is copied once per block rather than once per denoising step and layer; each call only
         writes its own L tokens into their tail, and what it returns holds until the next call.
         A buffer is made anew when the view's k/v have been written to since (their version;
         inference-mode tensors have none, so they are concatenated every time, as with autograd)."""
         mk, mv = (t[layer].flatten(1, 2).transpose(1, 2) for t in (self.k, self.v))  # [B, H, S*N, D]
-        if torch.is_grad_enabled() or tracing() or self.k.is_inference() or self.v.is_inference():
+        # CPU only: on CUDA the cudagraph backend replays what it captured, and a capture that
+        # found the buffer already made would leave the memory's copy out of the graph
+        if (k.device.type != "cpu" or torch.is_grad_enabled() or tracing() or self.k.is_inference()
+                or self.v.is_inference()):
             return torch.cat([mk.to(k.dtype), k], 2), torch.cat([mv.to(v.dtype), v], 2)
         key = (k.shape, k.dtype, v.dtype, self.k._version, self.v._version)
         held = self._buffers.get(layer)

@@ -30,7 +30,7 @@ _GELU_K = 2 * math.sqrt(2 / math.pi)
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     """F.gelu(x, approximate="tanh"). For inference on CPU as x * sigmoid(2k (x + 0.044715 x^3)),
     the same function (0.5 (1 + tanh(u)) = sigmoid(2u)) in a few in-place passes, about 1.7x
-    faster than PyTorch's tanh there; equal to float rounding (tests/test_model_speed.py).
+    faster than PyTorch's tanh there; equal to float rounding (tests/test_model_fast_paths.py).
     Elsewhere (CUDA, autograd, export) PyTorch's fused GELU."""
     if x.device.type != "cpu" or torch.is_grad_enabled() or tracing():
         return F.gelu(x, approximate="tanh")

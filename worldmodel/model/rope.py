@@ -72,9 +72,9 @@ def tracing() -> bool:
 
 def rope_rotation(cos: torch.Tensor, sin: torch.Tensor):
     """The rotation of `rotate_heads_first` for cos/sin [L, D/2] or [B, L, D/2]: a complex
-    tensor e^(i angle) (one multiply per rotation), or (cos, sin) where complex numbers are not
-    available (ONNX export, torch.compile). Made once per forward, shared by every layer."""
-    if tracing():
+    tensor e^(i angle) (one multiply per rotation) on the CPU, or (cos, sin) on CUDA and where
+    complex numbers are not available (ONNX export, torch.compile). Made once per forward, shared by every layer."""
+    if tracing() or cos.device.type != "cpu":  # CUDA keeps the form its graphs were tested with
         return cos, sin
     rot = torch.complex(cos, sin)
     return rot[:, None] if rot.dim() == 3 else rot[None, None]  # [B or 1, 1, L, D/2]: heads-first
@@ -84,7 +84,7 @@ def rotate_heads_first(x: torch.Tensor, rot) -> torch.Tensor:
     """`apply_rope` of x [B, L, H, D] by `rope_rotation(cos, sin)`, returned heads-first
     [B, H, L, D] (the layout attention reads). Channel pair (2i, 2i+1) is the complex number
     x_2i + i x_2i+1, so the rotation is one complex multiply; equal to apply_rope to float
-    rounding (tests/test_model_speed.py)."""
+    rounding (tests/test_model_fast_paths.py)."""
     if isinstance(rot, tuple):
         return apply_rope(x, *rot).transpose(1, 2)
     xc = torch.view_as_complex(x.float().transpose(1, 2).unflatten(-1, (-1, 2)))
