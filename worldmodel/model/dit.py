@@ -115,10 +115,14 @@ class DiTBlock(nn.Module):
     def forward(self, x, mod, a, rot, context, mask, memory, layer, kv_only: bool = False):
         """x [B, F, N, d] tokens by frame; mod: this layer's six [B, F, 1, d] modulations (shift,
         1 + scale, gate of attention, then of the FFN; CausalDiT.modulations) that broadcast over
-        a frame's tokens; a [B, F, d] action features; rot, mask, memory (a MemoryView or None)
+        a frame's tokens, or the per-frame e6 [B, F, 6, d] they are made from with this layer's
+        own table; a [B, F, d] action features; rot, mask, memory (a MemoryView or None)
         as SelfAttention takes them. Returns x and the layer's k, v [B, F*N, H, D]; with kv_only
         (None, k, v), and the layer stops there."""
         b, f, n, d = x.shape
+        if mod.dim() == 4:  # e6 [B, F, 6, d]: this layer makes its own (under autograd; CausalDiT.forward)
+            mod = (self.modulation + mod).unsqueeze(-2).unbind(2)
+            mod = (mod[0], mod[1] + 1, mod[2], mod[3], mod[4] + 1, mod[5])
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = mod
         if self.action_in is not None:
             x = x + self.action_in(a)[:, :, None]
@@ -246,7 +250,12 @@ class CausalDiT(nn.Module):
 
         tokens = self.patch_embedding(x.transpose(1, 2)).flatten(3).permute(0, 2, 3, 1).contiguous()  # [B, F, N, d]
         e, a = self.time_action(t, (actions - self.action_center) / self.action_scale)  # [B, F, d] each
-        mods = self.modulations(self.time_projection(e).unflatten(-1, (6, cfg.dim)))
+        e6 = self.time_projection(e).unflatten(-1, (6, cfg.dim))  # [B, F, 6, d]
+        # Inference makes every layer's modulations in one op. Under autograd, or with the blocks
+        # sharded by FSDP (DTensor parameters, gathered only inside each block's forward), each
+        # block makes its own.
+        sharded = hasattr(self.blocks[0].modulation, "placements")
+        mods = None if torch.is_grad_enabled() or sharded else self.modulations(e6)
         cos, sin = rope if rope is not None else self.rope_tables(frame_pos)
         rot = rope_rotation(cos, sin)
         context = None
@@ -269,7 +278,7 @@ class CausalDiT(nn.Module):
 
         kvs = []
         for i, block in enumerate(self.blocks):
-            tokens, k, v = block(tokens, mods[i], a, rot, context, mask, memory, i,
+            tokens, k, v = block(tokens, e6 if mods is None else mods[i], a, rot, context, mask, memory, i,
                                  kv_only=kv_only and i == len(self.blocks) - 1)
             if return_kv or kv_only:
                 kvs.append((k.unflatten(1, (f, n)), v.unflatten(1, (f, n))))
