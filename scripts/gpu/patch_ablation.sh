@@ -11,6 +11,8 @@
 # (8 held-out cases, 20 Euler steps); the per-frame PSNR in turns.json shows how well the first
 # turned frames, where the engine only slides the view, are predicted.
 # Run from the repository root, carrying .whl:  bash scripts/gpu/patch_ablation.sh
+# The tree and .whl must fit in the 64 MiB that travels: move checkpoints/doom-gpu's generator
+# and memory_model shards and checkpoints/doom-gpu-teacher out of the tree for the command.
 # STEPS (default 3000) steps each; STOP_AT bounds the whole command (set it under the device
 # time left: `status` tells).
 source scripts/gpu/common.sh

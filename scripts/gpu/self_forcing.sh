@@ -8,6 +8,8 @@
 #   (3) a 60 s rollout with no key pressed (the collapse test), the turn test (8 held-out cases)
 #       and next-block prediction (32 held-out cases) of the new bundle
 # Run from the repository root, carrying .whl:  bash scripts/gpu/self_forcing.sh
+# The tree and .whl must fit in the 64 MiB that travels: move checkpoints/doom-gpu's
+# memory_model shards and checkpoints/ae16-wip out of the tree for the command.
 # STOP_AT bounds the whole command: set it under the device time left (`status` tells).
 source scripts/gpu/common.sh
 set +e
