@@ -5,7 +5,7 @@
 #       the generator rolls out CLIP_BLOCKS-1 blocks from its own frames after one real block and
 #       is moved by distribution matching (teacher = real score, a fake score trained beside it)
 #   (2) the memory model (MAG stage 1) again on the new generator; packaged as runs/ship-doom-gpu
-#   (3) a 60 s rollout with no key pressed (the collapse test), the turn test (8 held-out cases)
+#   (3) the tests marked gpu, then a 60 s rollout with no key pressed (the collapse test), the turn test (8 held-out cases)
 #       and next-block prediction (32 held-out cases) of the new bundle
 # Run from the repository root, carrying .whl:  bash scripts/gpu/self_forcing.sh
 # The tree and .whl must fit in the 64 MiB that travels: move checkpoints/doom-gpu's
@@ -32,6 +32,9 @@ T $MW train package --autoencoder $AE --generator $RUNS/dmd-gpu --memory-model $
     --out $RUNS/ship-doom-gpu --dtype bfloat16 2>&1 | tail -1
 bring_back gen-mem-gpu $RUNS/dmd-gpu $RUNS/mem-gpu
 
+log "tests marked gpu (session 8 changed the CUDA inference paths: batched modulations, heads-first)"
+T env SKIP_WHEELS=1 bash scripts/gpu/test.sh > $EVAL/gpu-tests.txt 2>&1
+tail -3 $EVAL/gpu-tests.txt
 log "60 s with no key pressed; turn test; next block"
 T $MW eval rollout --checkpoint $RUNS/ship-doom-gpu --seconds 60 --script still --out $EVAL/still \
     --json $EVAL/still.json > $EVAL/still.txt 2>&1
