@@ -73,3 +73,32 @@ T() {
   if [ $left -lt 5 ]; then log "skipped (out of time): $*"; return 0; fi
   timeout $left "$@" || log "stopped or failed ($?): $*"
 }
+
+# memory_and_package GEN_RUN: MAG stage 1 (the memory model, ${MEM_MIN} minutes) from the generator
+# of run GEN_RUN, both packaged with $AE as $RUNS/ship-doom-gpu and brought back (gen-mem-gpu).
+memory_and_package() {
+  log "memory model (MAG stage 1) from $1 (${MEM_MIN} min)"
+  T $MW train memory $COMMON --init "$1" --out $RUNS/mem-gpu --batch-size 32 --lr 1e-4 \
+      --warmup-steps 50 --time-limit $MEM_MIN 2>&1 | tail -1
+  tail -1 $RUNS/mem-gpu/metrics.csv
+  T $MW train package --autoencoder $AE --generator "$1" --memory-model $RUNS/mem-gpu \
+      --out $RUNS/ship-doom-gpu --dtype bfloat16 2>&1 | tail -1
+  bring_back gen-mem-gpu "$1" $RUNS/mem-gpu
+}
+
+# gpu_tests: the tests marked gpu (scripts/gpu/test.sh) with the wheels already unpacked, log in $EVAL
+gpu_tests() {
+  log "tests marked gpu"
+  T env SKIP_WHEELS=1 bash scripts/gpu/test.sh > $EVAL/gpu-tests.txt 2>&1
+  tail -3 $EVAL/gpu-tests.txt
+}
+
+# bundle_evals CKPT: turn test (8 held-out cases) and next-block prediction (32 held-out cases,
+# true / mirrored / shuffled actions, copy-last) of bundle CKPT, JSON in $EVAL
+bundle_evals() {
+  log "turn test of $1, 8 held-out cases"
+  T $MW eval turns --checkpoint "$1" --cases 8 --out $EVAL/turns --json $EVAL/turns.json > $EVAL/turns.txt 2>&1
+  log "next-block of $1, 32 held-out cases"
+  T $MW eval next-block --checkpoint "$1" --data $DATA-heldout --cases 32 \
+      --json $EVAL/next-block.json > $EVAL/next-block.txt 2>&1
+}

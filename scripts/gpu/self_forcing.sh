@@ -25,23 +25,12 @@ log "Self Forcing (dmd) from $INIT, ${CLIP_BLOCKS:=6} blocks a clip (${DMD_MIN:=
 T $MW train dmd $COMMON --init $INIT --teacher $TEACHER --out $RUNS/dmd-gpu --clip-blocks $CLIP_BLOCKS \
     --batch-size 16 --lr 2e-5 --critic-steps 5 --warmup-steps 20 --time-limit $DMD_MIN --checkpoint-every 2 2>&1 | tail -1
 tail -1 $RUNS/dmd-gpu/metrics.csv
-log "memory model from the new generator (${MEM_MIN:=1.3} min)"
-T $MW train memory $COMMON --init $RUNS/dmd-gpu --out $RUNS/mem-gpu --batch-size 32 --lr 1e-4 \
-    --warmup-steps 50 --time-limit $MEM_MIN 2>&1 | tail -1
-T $MW train package --autoencoder $AE --generator $RUNS/dmd-gpu --memory-model $RUNS/mem-gpu \
-    --out $RUNS/ship-doom-gpu --dtype bfloat16 2>&1 | tail -1
-bring_back gen-mem-gpu $RUNS/dmd-gpu $RUNS/mem-gpu
-
-log "tests marked gpu (session 8 changed the CUDA inference paths: batched modulations, heads-first)"
-T env SKIP_WHEELS=1 bash scripts/gpu/test.sh > $EVAL/gpu-tests.txt 2>&1
-tail -3 $EVAL/gpu-tests.txt
+MEM_MIN=${MEM_MIN:-1.3} memory_and_package $RUNS/dmd-gpu
+gpu_tests  # session 8 changed CUDA inference paths (batched modulations, heads-first) untested there
 log "60 s with no key pressed; turn test; next block"
 T $MW eval rollout --checkpoint $RUNS/ship-doom-gpu --seconds 60 --script still --out $EVAL/still \
     --json $EVAL/still.json > $EVAL/still.txt 2>&1
-T $MW eval turns --checkpoint $RUNS/ship-doom-gpu --cases 8 --out $EVAL/turns --json $EVAL/turns.json \
-    > $EVAL/turns.txt 2>&1
-T $MW eval next-block --checkpoint $RUNS/ship-doom-gpu --data $DATA-heldout --cases 32 \
-    --json $EVAL/next-block.json > $EVAL/next-block.txt 2>&1
+bundle_evals $RUNS/ship-doom-gpu
 [ -z "${DRY_RUN:-}" ] && { rm -f $EVAL/still/*.mp4; tar cf $OUT/evals.tar -C $EVAL .; }
 $PY scripts/gpu/summary.py turns $EVAL/turns.json
 $PY scripts/gpu/summary.py next-block $EVAL/next-block.json

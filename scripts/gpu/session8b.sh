@@ -19,23 +19,9 @@ log "ode-init from $TEACHER, alone (${ODE_MIN:=4.0} min)"
 T $MW train ode-init $COMMON --teacher $TEACHER --out $RUNS/ode-gpu --set sampler.teacher_steps=12 \
     --batch-size 32 --lr 1e-4 --warmup-steps 50 --time-limit $ODE_MIN 2>&1 | tail -1
 tail -1 $RUNS/ode-gpu/metrics.csv
-log "memory model (MAG stage 1) from the generator (${MEM_MIN:=1.4} min)"
-T $MW train memory $COMMON --init $RUNS/ode-gpu --out $RUNS/mem-gpu --batch-size 32 --lr 1e-4 \
-    --warmup-steps 50 --time-limit $MEM_MIN 2>&1 | tail -1
-tail -1 $RUNS/mem-gpu/metrics.csv
-T $MW train package --autoencoder $AE --generator $RUNS/ode-gpu --memory-model $RUNS/mem-gpu \
-    --out $RUNS/ship-doom-gpu --dtype bfloat16 2>&1 | tail -1
-bring_back gen-mem-gpu $RUNS/ode-gpu $RUNS/mem-gpu
-
-log "tests marked gpu"
-T env SKIP_WHEELS=1 bash scripts/gpu/test.sh > $EVAL/gpu-tests.txt 2>&1
-tail -3 $EVAL/gpu-tests.txt
-log "turn test of the bundle, 8 held-out cases"
-T $MW eval turns --checkpoint $RUNS/ship-doom-gpu --cases 8 --out $EVAL/turns --json $EVAL/turns.json \
-    > $EVAL/turns.txt 2>&1
-log "next-block of the bundle, 32 held-out cases"
-T $MW eval next-block --checkpoint $RUNS/ship-doom-gpu --data $DATA-heldout --cases 32 \
-    --json $EVAL/next-block.json > $EVAL/next-block.txt 2>&1
+MEM_MIN=${MEM_MIN:-1.4} memory_and_package $RUNS/ode-gpu
+gpu_tests
+bundle_evals $RUNS/ship-doom-gpu
 [ -z "${DRY_RUN:-}" ] && tar cf $OUT/evals.tar -C $EVAL .
 $PY scripts/gpu/summary.py turns $EVAL/turns.json
 $PY scripts/gpu/summary.py next-block $EVAL/next-block.json

@@ -145,19 +145,19 @@ def long_rollout(model: WorldModel, settings: EngineSettings, seconds: float, ou
     _video(generated, truth, fps, out_dir / "rollout_vs_engine.mp4")
     np.save(out_dir / "rollout_psnr.npy", per_frame)
     minute = int(60 * fps)
+    first_minute, last_minute = float(np.mean(per_frame[:minute])), float(np.mean(per_frame[-minute:]))
+    first_2s = float(np.mean(per_frame[:max(1, int(2 * fps))]))
     sharp_gen, sharp_true = _sharpness(generated[bf:]), _sharpness(truth[bf:])
     ratio = lambda sl: float(sharp_gen[sl].mean() / max(sharp_true[sl].mean(), 1e-12))  # noqa: E731
     return {
         "frames": int(total), "seconds": round(total / fps, 1), "fps_of_data": fps, "map": f"{settings.wad}:{settings.map}",
         "script": script, "strategy": model.rollout(strategy).strategy.name,
         "psnr_vs_engine_mean": float(np.mean(per_frame)),
-        "psnr_vs_engine_first_minute": float(np.mean(per_frame[:minute])),
-        "psnr_vs_engine_last_minute": float(np.mean(per_frame[-minute:])),
+        "psnr_vs_engine_first_minute": first_minute, "psnr_vs_engine_last_minute": last_minute,
         # issue 11's test of a model left alone: within 1 dB (negative = it drifted away); a model
         # that collapses within its first minute passes it, so the first 2 s are given beside it
-        "psnr_last_minus_first_minute": float(np.mean(per_frame[-minute:]) - np.mean(per_frame[:minute])),
-        "psnr_vs_engine_first_2s": float(np.mean(per_frame[:max(1, int(2 * fps))])),
-        "psnr_last_minute_minus_first_2s": float(np.mean(per_frame[-minute:]) - np.mean(per_frame[:max(1, int(2 * fps))])),
+        "psnr_last_minus_first_minute": last_minute - first_minute,
+        "psnr_vs_engine_first_2s": first_2s, "psnr_last_minute_minus_first_2s": last_minute - first_2s,
         "actions": following,
         "sharpness_generated": float(sharp_gen.mean()), "sharpness_engine": float(sharp_true.mean()),
         "sharpness_ratio": ratio(slice(None)), "sharpness_ratio_first_minute": ratio(slice(None, minute)),
