@@ -89,6 +89,25 @@ def test_bf16_graphs_make_the_torch_backends_frames_to_bf16_tolerance():
         previous = fa
 
 
+def test_a_session_after_a_freed_one_still_captures_and_makes_the_same_frames():
+    """`magworld serve` warms up on a throwaway session: the next session's captures must work
+    (with one pool for all sessions PyTorch asserted at the first capture after the throwaway's
+    graphs were freed) and make the frames a first session makes."""
+    import gc
+
+    graphs = load_backend("cudagraph", checkpoint("mag"), "cuda")
+    rng = np.random.default_rng(6)
+    blocks = [random_block(rng) for _ in range(4)]
+    first = graphs.new_session(seed=5)
+    expect = [first.step(actions, poses, None) for actions, poses in blocks]
+    del first
+    gc.collect()
+    torch.cuda.synchronize()
+    again = graphs.new_session(seed=5)
+    for (actions, poses), frames in zip(blocks, expect):
+        assert psnr(again.step(actions, poses, None), frames) >= 45.0  # the same graphs, the same seed
+
+
 def test_batched_sessions_on_cuda_make_the_blocks_they_make_alone():
     from worldmodel.bundle import WorldModel
     from worldmodel.config import preset

@@ -16,8 +16,12 @@ The graphs that read memory are captured once per number of held slots n = 0..S 
 slots), over the first n slots of the memory buffers: no slot a graph sees is empty, so
 attention runs unmasked on SDPA's fused kernels (a boolean mask forces the slow ones), and the
 graphs are made when a session starts (`GraphSession.prepare`), not in its first blocks.
-Each session binds its own buffers, so each session captures its own graphs (graph memory from
-one pool shared by the backend: sessions never replay at the same time).
+Each session binds its own buffers, so each session captures its own graphs, into a graph memory
+pool of its own (`TorchGraphRunner.new_pool`). One pool shared by all sessions would save memory,
+but PyTorch refuses a capture into a pool whose graphs have all been freed and whose blocks are
+not yet returned (an INTERNAL ASSERT in CUDACachingAllocator): `magworld serve` warms up on a
+throwaway session, and the first client's capture then failed in the first `bench serve
+--backend cudagraph` runs (session 9).
 
 Device placement is explicit: the networks, the wrappers' own buffers (MemoryWrite.keep_index)
 and every buffer a graph reads are on the backend's device; host-side tensors (actions, poses
@@ -56,13 +60,17 @@ class TorchGraphRunner:
         self.inputs = inputs  # graph -> input names, in the module's argument order
         self.device = device
         self.capture = device.type == "cuda"
-        self.pool = torch.cuda.graph_pool_handle() if self.capture else None
         self.captured = 0
         self.warmed: set[str] = set()
 
     prefix_memory = True  # the wrappers are built with all_valid=True (see graph_session.py)
 
-    def bind(self, graph: str, tensors: dict[str, torch.Tensor]):
+    def new_pool(self):
+        """A graph memory pool for one session's graphs (None where nothing is captured): its
+        graphs replay one after another, so they can share it."""
+        return torch.cuda.graph_pool_handle() if self.capture else None
+
+    def bind(self, graph: str, tensors: dict[str, torch.Tensor], pool=None):
         module = self.modules[graph]
         args = [tensors[name] for name in self.inputs[graph]]
         outs = [tensors[name] for name in OUTPUTS[graph]]
@@ -86,7 +94,7 @@ class TorchGraphRunner:
         torch.cuda.current_stream(self.device).wait_stream(side)
         self.warmed.add(graph)
         cuda_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(cuda_graph, pool=self.pool):
+        with torch.cuda.graph(cuda_graph, pool=pool):
             run_eager()
         self.captured += 1
         return cuda_graph.replay

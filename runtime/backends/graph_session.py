@@ -48,7 +48,10 @@ class GraphRunner(Protocol):
 
     def bind(self, graph: str, tensors: dict[str, torch.Tensor]) -> Callable[[], None]:
         """Bind every input and output of `graph` to the given tensors (by name); returns a call
-        that runs the graph on them. Buffers must stay alive and in place while bound."""
+        that runs the graph on them. Buffers must stay alive and in place while bound.
+
+        A runner that captures graphs also has `new_pool()`, and its bind takes `pool=`: the
+        session makes one pool and binds all its graphs into it."""
 
 
 def allocate(entry: dict, shared: dict[str, torch.Tensor], device: torch.device) -> tuple[dict, dict]:
@@ -66,9 +69,10 @@ class BoundGraph:
     """A graph bound to its input/output buffers, and the call that runs it."""
 
     def __init__(self, runner: GraphRunner, name: str, inputs: dict[str, torch.Tensor],
-                 outputs: dict[str, torch.Tensor]):
+                 outputs: dict[str, torch.Tensor], pool=None):
         self.inputs, self.outputs = inputs, outputs
-        self.run = runner.bind(name, {**inputs, **outputs})
+        tensors = {**inputs, **outputs}
+        self.run = runner.bind(name, tensors) if pool is None else runner.bind(name, tensors, pool=pool)
 
     def __call__(self, **feeds: torch.Tensor) -> dict[str, torch.Tensor]:
         """Copy `feeds` into the input buffers (casting), run, return the output buffers (reused
@@ -100,6 +104,7 @@ class GraphSession(EngineSession):
             for name in ("memory_k", "memory_v", "memory_valid")
         }
         self.runner = runner
+        self.pool = runner.new_pool() if hasattr(runner, "new_pool") else None  # this session's graphs only
         self.prefix = bool(getattr(runner, "prefix_memory", False))
         self.io = {name: allocate(entry, self.memory_inputs, self.device) for name, entry in manifest["graphs"].items()}
         self.bound: dict[tuple[str, int | None], BoundGraph] = {}  # (graph, n held slots or None) -> bound graph
@@ -123,7 +128,7 @@ class GraphSession(EngineSession):
             if n is not None:
                 inputs = {**inputs, **{k: v[:, :, :n] if v.dim() > 1 else v[:n]
                                        for k, v in self.memory_inputs.items()}}
-            self.bound[(name, n)] = BoundGraph(self.runner, name, inputs, outputs)
+            self.bound[(name, n)] = BoundGraph(self.runner, name, inputs, outputs, self.pool)
         return self.bound[(name, n)]
 
     def prepare(self) -> None:
