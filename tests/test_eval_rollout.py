@@ -36,3 +36,13 @@ def test_a_still_rollout_of_the_shipped_model_compares_first_and_last_minute(tmp
     assert r["psnr_last_minute_minus_first_2s"] == pytest.approx(
         r["psnr_vs_engine_last_minute"] - r["psnr_vs_engine_first_2s"])
     assert (tmp_path / "media" / "rollout_strip.png").exists()
+    assert r["video"] == str(tmp_path / "media" / "rollout_vs_engine.mp4") and (tmp_path / "media" / "rollout_vs_engine.mp4").exists()
+
+
+def test_without_ffmpeg_the_rollout_keeps_its_figures_and_writes_no_video(tmp_path, monkeypatch, capsys):
+    from worldmodel.eval import long_rollout
+
+    monkeypatch.setitem(__import__("sys").modules, "imageio_ffmpeg", None)  # import now raises ImportError
+    frames = np.zeros((4, 8, 8, 3), np.uint8)
+    assert long_rollout._video(frames, frames, 10, tmp_path / "v.mp4") is None
+    assert not (tmp_path / "v.mp4").exists() and "imageio-ffmpeg" in capsys.readouterr().err

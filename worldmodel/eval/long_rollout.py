@@ -12,6 +12,7 @@ frames is reported over the engine's.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +143,7 @@ def long_rollout(model: WorldModel, settings: EngineSettings, seconds: float, ou
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _strip(generated, truth, fps, strip_every_s, out_dir / "rollout_strip.png")
-    _video(generated, truth, fps, out_dir / "rollout_vs_engine.mp4")
+    video = _video(generated, truth, fps, out_dir / "rollout_vs_engine.mp4")
     np.save(out_dir / "rollout_psnr.npy", per_frame)
     minute = int(60 * fps)
     first_minute, last_minute = float(np.mean(per_frame[:minute])), float(np.mean(per_frame[-minute:]))
@@ -163,7 +164,7 @@ def long_rollout(model: WorldModel, settings: EngineSettings, seconds: float, ou
         "sharpness_ratio": ratio(slice(None)), "sharpness_ratio_first_minute": ratio(slice(None, minute)),
         "sharpness_ratio_last_minute": ratio(slice(-minute, None)),
         "drift_generated": drift(generated), "drift_engine": drift(truth),
-        "strip": str(out_dir / "rollout_strip.png"), "video": str(out_dir / "rollout_vs_engine.mp4"),
+        "strip": str(out_dir / "rollout_strip.png"), "video": video,
     }
 
 
@@ -176,9 +177,18 @@ def _strip(generated, truth, fps, every_s, path):
     Image.fromarray(np.concatenate([top, bottom], 0)).save(path)
 
 
-def _video(generated, truth, fps, path):
+def _video(generated, truth, fps, path) -> str | None:
+    """Generated beside the engine as an mp4; None (with a warning) where imageio has no ffmpeg:
+    the figures and the strip do not depend on it (a GPU image without imageio-ffmpeg lost a
+    whole 60 s rollout's results to the video writer in session 9)."""
     import imageio.v2 as imageio
 
+    try:
+        import imageio_ffmpeg  # noqa: F401  (the mp4 writer's backend; without it imageio falls back to TIFF)
+    except ImportError:
+        print(f"no video: imageio-ffmpeg is not installed ({path} not written)", file=sys.stderr)
+        return None
     with imageio.get_writer(path, fps=fps, codec="libx264", quality=7, macro_block_size=8) as w:
         for g, t in zip(generated, truth):
             w.append_data(np.concatenate([g, t], 1))
+    return str(path)
