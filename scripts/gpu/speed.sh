@@ -10,6 +10,7 @@
 #       MAG memory of 21 slots): 61 blocks from an empty memory = the first 21 latent frames, then
 #       40 steady-state blocks (120 latent frames) at all 21 slots; cudagraph and eager, then
 #       cudagraph with cuDNN attention first; the GPU time of a steady pass split by kernel kind
+# SECTIONS picks what runs (default "tests serve generate wan"; SKIP_TESTS=1 drops the tests).
 # Logs and JSON go to $OUT/speed.tar (the device returns at most 8 files), the table to
 # $OUT/summary.txt; the table is printed last.
 # Run from the repository root, carrying a folder with the pyzmq wheel (WHEELS=.whl-zmq: the
@@ -27,12 +28,17 @@ pack() {
 }
 WAN="--preset wan-1.3b --height 480 --width 832 --blocks 61 --warmup 2 --first-frames 21 --temporal-compression 4 --profile"
 
-if [ -z "${SKIP_TESTS:-}" ]; then
+SECTIONS=${SECTIONS:-tests serve generate wan}
+[ -n "${SKIP_TESTS:-}" ] && SECTIONS=${SECTIONS//tests/}
+on() { [[ " $SECTIONS " == *" $1 "* ]]; }
+
+if on tests; then
   log "(a) gpu tests"
   T env SKIP_WHEELS=1 OUT="$W" bash scripts/gpu/test.sh > "$W/gpu-tests.txt" 2>&1
   tail -4 "$W/gpu-tests.txt"
 fi
 
+if on serve; then
 log "(c) bench serve, the shipped doom-gpu bundle"
 S="--checkpoint ${CHECKPOINT:-checkpoints/doom-gpu} --device cuda --window 50"
 T $MW bench serve $S --backend cudagraph --blocks 400 \
@@ -43,8 +49,10 @@ for N in 4 8; do
   T $MW bench serve $S --backend cudagraph --clients $N --blocks 100 \
       --json $W/serve-doom-gpu-graphs-$N.json > $W/serve-doom-gpu-graphs-$N.txt 2>&1
 done
-
 pack
+fi
+
+if on generate; then
 log "(b) bench generate: eager and CUDA graphs"
 for P in doom-gpu doom-cpu; do
   for G in "" --cuda-graphs; do
@@ -52,15 +60,18 @@ for P in doom-gpu doom-cpu; do
         > $W/gen-$P${G:+-graphs}.txt 2>&1
   done
 done
-
 pack
+fi
+
+if on wan; then
 log "(d) Wan2.1-1.3B shapes at 480x832: cudagraph, eager"
 T $MW bench generate $WAN --cuda-graphs --json $W/gen-wan-graphs.json > $W/gen-wan-graphs.txt 2>&1
 T $MW bench generate $WAN --json $W/gen-wan-eager.json > $W/gen-wan-eager.txt 2>&1
 T $MW bench generate $WAN --cuda-graphs --attention cudnn --json $W/gen-wan-graphs-cudnn.json \
     > $W/gen-wan-graphs-cudnn.txt 2>&1
-
 pack
+fi
+
 log "done"
 for f in "$W"/*.txt; do grep -qE "Traceback|Error" "$f" && { echo "--- $f"; tail -5 "$f"; }; done
 pack
