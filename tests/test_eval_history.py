@@ -30,3 +30,10 @@ def test_bad_lengths_get_a_clear_error(tmp_path):
         run(tmp_path, "window", lengths="1,x")
     with pytest.raises(ValueError, match=">= 1"):
         run(tmp_path, "window", lengths="0,2")
+
+
+def test_the_rows_of_eval_revisit_are_offered_and_unknown_ones_refused(tmp_path):
+    r = run(tmp_path, "mag w/o stage 1,mag (all slots)", lengths="1,2")
+    assert set(r["psnr"]) == {"mag w/o stage 1", "mag (all slots)"}
+    with pytest.raises(ValueError, match="unknown strategies"):
+        run(tmp_path, "magic", lengths="1")

@@ -16,7 +16,9 @@ def register(sub):
     add_model_args(p)
     p.add_argument("--cases", type=int, default=16)
     p.add_argument("--lengths", default="1,3,8,16,30", help="history lengths in blocks, comma-separated")
-    p.add_argument("--strategies", default="window,mag", help="memory strategies, comma-separated")
+    p.add_argument("--strategies", default="window,mag", help="comma-separated rows as in `eval revisit`: none, window, "
+                   "full, 'mag w/o stage 1' (the generator's own last-frame K/V as slots), mag, 'mag (recent only)', "
+                   "'mag (all slots)', memorypack")
     p.set_defaults(func=run)
 
 

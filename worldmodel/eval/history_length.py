@@ -20,6 +20,7 @@ import torch
 
 from worldmodel.bundle import WorldModel
 from worldmodel.eval.prediction import PSNR_CAP, _score, continue_from
+from worldmodel.eval.revisit import STRATEGIES, row_rollout
 
 
 @torch.no_grad()
@@ -30,9 +31,12 @@ def history_length(model: WorldModel, clips: Iterable[dict], cases: int, lengths
     (PSNR per frame capped at 60 dB, averaged over the target frames of every case)."""
     if not lengths or min(lengths) < 1:
         raise ValueError(f"history lengths must be whole numbers of blocks >= 1, got {lengths}")
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategies {unknown}: choose from {list(STRATEGIES)}")
     bf = model.config.model.block_frames
     c = max(lengths) * bf
-    rolls = {s: model.rollout(s) for s in strategies}
+    rolls = {s: row_rollout(model, STRATEGIES[s]) for s in strategies}
     scores = {s: {n: [] for n in lengths} for s in strategies}
     copy_last, ceiling = [], []
     n_cases = 0
