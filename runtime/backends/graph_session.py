@@ -7,7 +7,8 @@ the PyTorch backend step for step. Only the networks are graphs. Each graph has 
 output buffers, bound once (IO binding / tensor addresses), so tensors stay on the device:
 
     per block:  gather attended slots -> memory_k/v/valid buffers (padded with invalid slots)
-                4 x generator_step  ->  memory_write  ->  KVMemory.write  ->  decoder
+                4 x generator_step  ->  memory_write (-> a checked write plan)  ->  decoder
+                ->  KVMemory.commit of the plan
 
 A runner with `prefix_memory` (the cudagraph backend) gets no padding: the gathered slots are
 the first n of the buffers, and each graph that reads memory is bound once per n = 0..S over the
