@@ -88,6 +88,7 @@ def test_sessions_of_different_plans_run_in_separate_groups(backend):
     mag_alone, mag_together = twins(backend, (1, 2))
     win_alone, win_together = twins(backend, (3, 4), strategy="window", capacity=20)
     assert mag_together[0].batches is not win_together[0].batches
+    assert (mag_together[0].batches.steady, win_together[0].batches.steady) == (12, 9)  # budget; sinks + window
     rng = np.random.default_rng(2)
     alone, together = [mag_alone[0], win_alone[0], mag_alone[1], win_alone[1]], \
         [mag_together[0], win_together[0], mag_together[1], win_together[1]]
@@ -95,6 +96,7 @@ def test_sessions_of_different_plans_run_in_separate_groups(backend):
         assert step_both(backend, alone, together, rng) == [2, 2, 2, 2]
     for a, b in zip(alone, together):
         assert_same_state(a, b)
+    assert together[1].begin_step(*random_block(rng)).held == 9  # the window's steady state, captured ahead
 
 
 def test_a_group_larger_than_the_largest_batch_runs_in_chunks():
@@ -225,6 +227,12 @@ def test_batch_shapes_and_sizes():
     assert batched_shape("frame_pos", [3], 4) == [4, 3]
     assert batched_shape("latents", [3, 4, 3, 4], 4) == [12, 4, 3, 4]
     assert batched_shape("sigma", [1], 4) == [1]
+    from worldmodel.config import MemoryConfig
+    from worldmodel.memory import make_strategy
+
+    steady = {name: make_strategy(MemoryConfig(name, 24, 6, 3, 12), 3).steady_slots(24)
+              for name in ("mag", "window", "full", "none")}
+    assert steady == {"mag": 12, "window": 9, "full": 24, "none": 0}
 
 
 # ---------------------------------------------------------------- through the server

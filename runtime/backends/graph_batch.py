@@ -7,7 +7,7 @@ little more than over one.
 
 What runs together: sessions of one plan (the same runner: networks, strategy layout, S attended
 slots; CudaGraphBackend.plan) whose steps attend the same number n of slots, which is every
-session at its budget in the steady state (n = S). Each session keeps its own host logic exactly
+session in the steady state (`mag`: its budget, n = S). Each session keeps its own host logic exactly
 as alone (graph_session.py): its own input checks and slot choice (`begin_step`), its own noise
 from its own seeded generator, its own strategy's slot choice and checked write (`_plan_write`),
 its own frame counter (`finish_step`). Only the network passes are shared:
@@ -42,13 +42,15 @@ per (graph, n) where one size per k would be max - 1; at these sizes a padding r
 free, since a pass costs its launches, not its rows. On CUDA only the sizes whose buffers fit in
 a quarter of the free device memory are used (a Wan-size memory is gigabytes a row).
 
-Captures: `GraphBatches.prepare` captures every batched graph at the steady state n = S for
-every batch size when the plan's first session starts (CudaGraphBackend.new_session; under
-`magworld serve` that is the warm-up session, before any client). A group at another n (sessions
-still filling their memory that happen to step together) captures its graphs at first use, once
-per (graph, n, b) for the backend's life: the graphs belong to the plan, not to a session, so a
-later session at that n finds them made. Capture on the CPU is nothing (the runner calls the
-modules eagerly over the same buffers), which is what the CPU tests check.
+Captures: `GraphBatches.prepare` captures every batched graph at the steady state (the n of
+every block once a session's memory has filled: S for `mag` and `full`, sinks + window for
+`window`; MemoryStrategy.steady_slots) for every batch size when the plan's first session starts
+(CudaGraphBackend.new_session; under `magworld serve` that is the warm-up session, before any
+client). A group at another n (sessions still filling their memory that happen to step
+together) captures its graphs at first use, once per (graph, n, b) for the backend's life: the
+graphs belong to the plan, not to a session, so a later session at that n finds them made.
+Capture on the CPU is nothing (the runner calls the modules eagerly over the same buffers),
+which is what the CPU tests check.
 
 Failure: everything before the commits is checked or computed without touching a session (the
 noise streams are saved first and restored on failure), so a batch that fails leaves every
@@ -62,7 +64,9 @@ import numpy as np
 import torch
 
 from runtime.backends.graph_session import TORCH_DTYPES, BoundGraph, Bindings, GraphSession, StepInput, gather_slots
+from worldmodel.config import WorldModelConfig
 from worldmodel.diffusion.sampler import denoise_block
+from worldmodel.memory import make_strategy
 
 BATCHED = ("generator_step", "memory_write", "decoder")  # the graphs of a step (memory_step, encoder: alone)
 MAX_BATCH = 8
@@ -198,8 +202,10 @@ class GraphBatches:
         if not getattr(runner, "prefix_memory", False):
             raise ValueError("batched graphs need a prefix-memory runner (the cudagraph backend's)")
         self.runner, self.manifest = runner, manifest
-        self.slots = manifest["memory"]["slots"]
-        self.steady = self.slots if manifest["memory"]["kept_frames"] else 0  # n once the memory is full
+        layout, config = manifest["memory"], WorldModelConfig.from_dict(manifest["config"])
+        strategy = make_strategy(config.memory, config.model.block_frames)
+        # n once a session's memory has filled (mag: the budget S; window: sinks + window)
+        self.steady = min(layout["slots"], strategy.steady_slots(layout["capacity"]))
         self.pool = runner.new_pool() if hasattr(runner, "new_pool") else None
         self.sizes = self._fitting(batch_sizes(max_batch))
         self.batches: dict[int, GraphBatch] = {}
@@ -226,8 +232,8 @@ class GraphBatches:
         return self.batches[b]
 
     def prepare(self) -> None:
-        """Capture every batched graph at the steady state n = S, at every size (see the module
-        docstring); again later it captures nothing."""
+        """Capture every batched graph at the steady state n = self.steady, at every size (see
+        the module docstring); again later it captures nothing."""
         for b in self.sizes:
             batch = self.batch(b)
             for name in batch.io:
