@@ -60,10 +60,11 @@ class MemoryLayout:
                 "SemanticPack network, which has no graph here; serve it with the torch backend, or export "
                 "the same checkpoint for another strategy (e.g. --strategy window)"
             )
-        # `mag` attends to at most `attention_budget` slots; the others attend to every slot.
-        slots = mem.attention_budget if strategy.name == "mag" else mem.capacity_frames
-        if not strategy.kept_frames():
-            slots = 0  # `none` stores nothing
+        # S: the most slots a block can attend to — `mag` its attention budget, `window` its sinks
+        # + window (it never holds more, however large the capacity: S = capacity made every
+        # window session capture 97 graph variants where 13 are ever used), `full` every slot,
+        # `none` nothing.
+        slots = strategy.steady_slots(mem.capacity_frames)
         writer = "memory_model" if strategy.writer == "memory_model" and has_memory_model else "generator"
         # A graph input cannot have a zero-sized axis: an empty memory is one slot that is never valid.
         return cls(strategy.name, mem.capacity_frames, mem.attention_budget, max(slots, 1),

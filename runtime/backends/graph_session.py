@@ -194,7 +194,7 @@ class GraphSession(EngineSession):
                 f"frames or is written by another network: export again with --strategy {s.name}"
             )
         mem = config.memory
-        attended = mem.attention_budget if s.name == "mag" else mem.capacity_frames
+        attended = s.steady_slots(mem.capacity_frames)  # as MemoryLayout.of counts S
         if s.kept_frames() and attended > exported["slots"]:
             what = "attention_budget" if s.name == "mag" else "capacity"
             raise ExportError(
