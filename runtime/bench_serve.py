@@ -34,6 +34,7 @@ def register(sub):
     p.add_argument("--backend", default="torch", choices=["torch", "cudagraph", "onnxruntime", "tensorrt"],
                    help="torch (default): eager PyTorch; cudagraph: each network pass replayed as one CUDA graph "
                    "(on CPU it runs eagerly; not yet measured on a GPU)")
+    p.add_argument("--compile", action="store_true", help="cudagraph: the server compiles the token paths (serve --compile)")
     p.add_argument("--blocks", type=int, default=200, help="timed blocks per client")
     p.add_argument("--warmup", type=int, default=10, help="untimed blocks first")
     p.add_argument("--clients", type=int, default=1, help="clients stepping at once, one session each")
@@ -59,6 +60,8 @@ def _server_cmd(args) -> list[str]:
         cmd += ["--threads", str(args.threads)]
     if args.no_batching:
         cmd += ["--no-batching"]
+    if args.compile:
+        cmd += ["--compile"]
     return cmd
 
 

@@ -27,6 +27,9 @@ def register(sub):
     p.add_argument("--backend", default="torch", choices=["torch", "cudagraph", "onnxruntime", "tensorrt"],
                    help="torch (default): eager PyTorch; cudagraph: each network pass replayed as one CUDA graph "
                    "(on CPU it runs eagerly; not yet measured on a GPU)")
+    p.add_argument("--compile", action="store_true",
+                   help="cudagraph: torch.compile the transformers' token paths before capture, so the graphs "
+                   "replay fused kernels (worldmodel/model/fused.py; adds compile time at start)")
     p.add_argument("--export-cache", metavar="DIR",
                    help="onnxruntime/tensorrt: where a checkpoint is exported on first use (default: "
                    "$MAGWORLD_CACHE/exports, else ~/.cache/magworld/exports); the path used is printed")
@@ -69,6 +72,10 @@ def build_backend(args) -> tuple[object, str, str]:
     if cache and args.backend not in EXPORTED:
         raise ValueError(f"--export-cache is for the {' and '.join(EXPORTED)} backends, not {args.backend}")
     extra = {"cache": cache} if cache else {}
+    if getattr(args, "compile", False):
+        if args.backend != "cudagraph":
+            raise ValueError(f"--compile is for the cudagraph backend, not {args.backend}")
+        extra["compile"] = True
     if args.random_weights:
         if not args.preset:
             raise ValueError("--random-weights needs --preset (tiny, doom-cpu, doom-gpu, doom-small)")
