@@ -3,7 +3,7 @@ for every memory size, and compile a fixed number of graphs: not one per memory 
 
 On this CPU torch.compile runs inductor's C++ backend. The tiny shapes at batch 1 are those of the
 cudagraph backend's tests and of `bench generate --preset tiny`, so one process compiles them once
-(about 45 s on 2 cores; inductor's cache in /tmp makes a later run take seconds)."""
+(20-45 s on 2 shared cores, cold; inductor's cache in /tmp makes a later run take seconds)."""
 
 import copy
 
