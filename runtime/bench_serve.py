@@ -34,7 +34,6 @@ def register(sub):
     p.add_argument("--backend", default="torch", choices=["torch", "cudagraph", "onnxruntime", "tensorrt"],
                    help="torch (default): eager PyTorch; cudagraph: each network pass replayed as one CUDA graph "
                    "(on CPU it runs eagerly; not yet measured on a GPU)")
-    p.add_argument("--compile", action="store_true", help="cudagraph: the server compiles the token paths (serve --compile)")
     p.add_argument("--blocks", type=int, default=200, help="timed blocks per client")
     p.add_argument("--warmup", type=int, default=10, help="untimed blocks first")
     p.add_argument("--clients", type=int, default=1, help="clients stepping at once, one session each")
@@ -42,6 +41,7 @@ def register(sub):
     p.add_argument("--strategy", help="memory strategy of the sessions (default: the model's)")
     p.add_argument("--no-revisit", action="store_true", help="turn the revisit check off")
     p.add_argument("--no-batching", action="store_true", help="the server steps each session alone")
+    p.add_argument("--compile", action="store_true", help="cudagraph: the server compiles the token paths (serve --compile)")
     p.add_argument("--threads", type=int, help="torch CPU threads of the server")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.set_defaults(func=run)

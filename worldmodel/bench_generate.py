@@ -25,7 +25,7 @@ from worldmodel.config import apply_overrides, preset
 from worldmodel.machine import describe, report
 from worldmodel.model import CausalDiT, MemoryView
 from worldmodel.model.attention import SDPA_BACKENDS, sdpa_preference
-from worldmodel.model.fused import MODES, compiled_graphs
+from worldmodel.model.fused import MODES, compile_token_paths, compiled_graphs
 from worldmodel.rollout import Rollout
 
 
@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
             p.normal_(0, 0.02)
     with sdpa_preference(args.attention):
         start = time.perf_counter()
-        loop = GraphLoop(cfg, model, dtype, args) if args.cuda_graphs else EagerLoop(cfg, model, dtype, args)
+        loop = (GraphLoop(cfg, model, dtype, args.device, args.compile_mode if args.compile else None)
+                if args.cuda_graphs else EagerLoop(cfg, model, dtype, args))
         setup_s = time.perf_counter() - start
         times, attended = time_loop(loop, args)
         split = profile_pass(cfg, model, dtype, args.device, max(attended)) if args.profile else None
@@ -144,16 +145,16 @@ class GraphLoop:
     memory, as Rollout does when there is no memory model); every graph is captured here, after
     the compile of the token paths with --compile."""
 
-    def __init__(self, cfg, model, dtype, args):
+    def __init__(self, cfg, model, dtype, device, compile_mode: str | None = None):
         from runtime.backends.cudagraph_backend import CudaGraphBackend
         from worldmodel.autoencoder import Autoencoder
         from worldmodel.bundle import WorldModel
 
+        if compile_mode is not None:  # what the backend's compile=True does to each of its networks
+            compile_token_paths(model, compile_mode)
         precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
         world = WorldModel(cfg, Autoencoder(cfg.autoencoder), model, None)  # the backend places it
-        backend = CudaGraphBackend(None, args.device, precision, model=world, compile=args.compile,
-                                   compile_mode=args.compile_mode)
-        self.session = backend.new_session()
+        self.session = CudaGraphBackend(None, device, precision, model=world).new_session()
         self.passes = len(self.session.sigmas) + (1 if self.session.strategy.kept_frames() else 0)
         self.actions = np.zeros((cfg.model.block_frames, cfg.model.action_dim), np.float32)
 

@@ -151,8 +151,7 @@ def compile_networks(model: WorldModel, mode: str = "default") -> str:
 class CudaGraphBackend(Backend):
     """`checkpoint`: a checkpoint directory. precision: bf16 (default on CUDA), fp16 or fp32
     (default on CPU). Graphs are planned per memory layout (strategy, attended slots, kept
-    frames): a session asking for another strategy or budget gets its own plan, made once.
-    compile: the transformers' token paths torch.compile'd (`compile_networks`)."""
+    frames): a session asking for another strategy or budget gets its own plan, made once."""
 
     name = "cudagraph"
 
@@ -170,6 +169,7 @@ class CudaGraphBackend(Backend):
         for net in self.model.modules():
             net.to(device=dev, dtype=self.dtype).eval()
         self.device = dev
+        # compile: the transformers' token paths compiled by inductor before any capture (compile_networks)
         self.compiled = compile_networks(self.model, compile_mode) if compile else None
         self.prompts = {k: v.to(dev) for k, v in prompt_tables(self.model).items()}
         self.plans: dict[tuple, tuple[dict, TorchGraphRunner]] = {}

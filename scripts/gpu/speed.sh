@@ -4,9 +4,9 @@
 #   (c) bench serve with the shipped doom-gpu bundle: the cudagraph backend with one client, 4 and
 #       8 clients (the cudagraph backend steps sessions one after another), and the torch
 #       backend's batched 4 and 8 clients beside them
-#   (b) bench generate, eager against cudagraph against cudagraph with the token paths compiled
-#       (--compile: worldmodel/model/fused.py), at the doom-gpu and doom-cpu sizes (random
-#       weights of those presets' shapes)
+#   (b) bench generate, eager against cudagraph, at the doom-gpu and doom-cpu sizes (random
+#       weights of those presets' shapes), and cudagraph over compiled token paths (--compile:
+#       worldmodel/model/fused.py)
 #   (d) the Wan2.1-1.3B-shape loop at 480x832 (1,560 tokens a frame, 30 layers, 4 steps, blocks of 3,
 #       MAG memory of 21 slots): 61 blocks from an empty memory = the first 21 latent frames, then
 #       40 steady-state blocks (120 latent frames) at all 21 slots; cudagraph with the token paths

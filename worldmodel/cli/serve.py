@@ -27,9 +27,6 @@ def register(sub):
     p.add_argument("--backend", default="torch", choices=["torch", "cudagraph", "onnxruntime", "tensorrt"],
                    help="torch (default): eager PyTorch; cudagraph: each network pass replayed as one CUDA graph "
                    "(on CPU it runs eagerly; not yet measured on a GPU)")
-    p.add_argument("--compile", action="store_true",
-                   help="cudagraph: torch.compile the transformers' token paths before capture, so the graphs "
-                   "replay fused kernels (worldmodel/model/fused.py; adds compile time at start)")
     p.add_argument("--export-cache", metavar="DIR",
                    help="onnxruntime/tensorrt: where a checkpoint is exported on first use (default: "
                    "$MAGWORLD_CACHE/exports, else ~/.cache/magworld/exports); the path used is printed")
@@ -53,6 +50,9 @@ def register(sub):
     p.add_argument("--no-warmup", action="store_true", help="skip the warm-up block before serving")
     p.add_argument("--no-batching", action="store_true",
                    help="step each client's session alone, even when several steps arrive together")
+    p.add_argument("--compile", action="store_true",
+                   help="cudagraph: torch.compile the transformers' token paths before capture, so the graphs "
+                   "replay fused kernels (worldmodel/model/fused.py; adds compile time at start)")
     p.set_defaults(func=run)
 
 
@@ -68,14 +68,13 @@ def build_backend(args) -> tuple[object, str, str]:
     from worldmodel.config import preset
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    compiled = {"compile": True} if args.compile else {}
+    if compiled and args.backend != "cudagraph":
+        raise ValueError(f"--compile is for the cudagraph backend, not {args.backend}")
     cache = args.export_cache
     if cache and args.backend not in EXPORTED:
         raise ValueError(f"--export-cache is for the {' and '.join(EXPORTED)} backends, not {args.backend}")
     extra = {"cache": cache} if cache else {}
-    if getattr(args, "compile", False):
-        if args.backend != "cudagraph":
-            raise ValueError(f"--compile is for the cudagraph backend, not {args.backend}")
-        extra["compile"] = True
     if args.random_weights:
         if not args.preset:
             raise ValueError("--random-weights needs --preset (tiny, doom-cpu, doom-gpu, doom-small)")
@@ -83,9 +82,9 @@ def build_backend(args) -> tuple[object, str, str]:
         folder = tempfile.mkdtemp(prefix=f"magworld-{args.preset}-")
         atexit.register(shutil.rmtree, folder, True)
         WorldModel.random(preset(args.preset)).save(folder)
-        return load_backend(args.backend, folder, device, **extra), f"{args.preset} (random weights)", device
+        return load_backend(args.backend, folder, device, **extra, **compiled), f"{args.preset} (random weights)", device
     checkpoint = args.checkpoint or default_checkpoint(device)
-    backend = load_backend(args.backend, checkpoint, device, **extra)
+    backend = load_backend(args.backend, checkpoint, device, **extra, **compiled)
     return backend, backend.config.name, device
 
 
