@@ -8,6 +8,12 @@ With `all_valid=True` (the cudagraph backend) the mask is not read: the host giv
 of memory_k/v data (it captures one graph per number of held slots), so attention runs
 unmasked on the fused kernels.
 
+The cudagraph backend also runs GeneratorStep, MemoryWrite and Decoder over a batch of b
+sessions (runtime/backends/graph_batch.py): every 1 below becomes b (x_t/x0/v/actions/prompt
+[b,...], memory_k/v and k_new/v_new [L,b,...]), frame_pos becomes [b,B] (each session at its own
+frames: each row gets its own RoPE), the decoder takes b*B frames; sigma and memory_valid stay
+shared. The exported graphs keep batch 1.
+
 Names (N = tokens per frame, L = layers, H = heads, D = head_dim, A = action_dim):
 
     GeneratorStep  x_t [1,B,C,h,w], sigma [1] float32, actions [1,B,A], frame_pos [B] int64,
@@ -28,6 +34,17 @@ from worldmodel.autoencoder import Autoencoder, frames_to_uint8
 from worldmodel.model import CausalDiT, MemoryView
 
 
+def positions(model: CausalDiT, frame_pos: torch.Tensor):
+    """(frame_pos [B], rope) for the network from the wrappers' frame_pos: [B] (every sample at
+    these frames; rope None: the network makes it) or [b, B] (one row per sample: the RoPE tables
+    of each row, [b, B*N, D/2] cos and sin, as CausalDiT.forward takes them)."""
+    if frame_pos.dim() == 1:
+        return frame_pos, None
+    cos, sin = model.rope_tables(frame_pos.reshape(-1))  # frame-major: row r's frames are rows r*B..r*B+B-1
+    b = frame_pos.shape[0]
+    return frame_pos[0], (cos.view(b, -1, cos.shape[-1]), sin.view(b, -1, sin.shape[-1]))
+
+
 class GeneratorStep(nn.Module):
     """One denoising step of one block against the memory. The prompt is an input (the host looks
     scene prompts up in the table saved beside the graphs), so one graph serves every scene."""
@@ -44,7 +61,8 @@ class GeneratorStep(nn.Module):
         # validate=False: the host validates feeds; a value check would synchronise (and break
         # CUDA-graph capture).
         memory = MemoryView(memory_k, memory_v, memory_valid, all_valid=self.all_valid)
-        v = self.model(x_t, t, actions, frame_pos, prompt, memory=memory, validate=False)
+        frame_pos, rope = positions(self.model, frame_pos)
+        v = self.model(x_t, t, actions, frame_pos, prompt, memory=memory, rope=rope, validate=False)
         x0 = x_t - s.to(x_t.dtype) * v  # x0 = x_t - s * v (worldmodel.diffusion.flow_matching)
         return x0, v
 
@@ -70,7 +88,9 @@ class MemoryWrite(nn.Module):
         b, f = x0.shape[:2]
         t0 = torch.zeros(b, f, dtype=torch.float32, device=x0.device)
         memory = MemoryView(memory_k, memory_v, memory_valid, all_valid=self.all_valid)
-        _, kvs = self.writer(x0, t0, actions, frame_pos, None, memory=memory, return_kv=True, validate=False)
+        frame_pos, rope = positions(self.writer, frame_pos)
+        _, kvs = self.writer(x0, t0, actions, frame_pos, None, memory=memory, rope=rope, return_kv=True,
+                             validate=False)
         k = torch.stack([k.index_select(1, self.keep_index) for k, _ in kvs])
         v = torch.stack([v.index_select(1, self.keep_index) for _, v in kvs])
         return k, v

@@ -32,8 +32,8 @@ def register(sub):
     p.add_argument("--random-weights", action="store_true", help="untrained weights of --preset")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--backend", default="torch", choices=["torch", "cudagraph", "onnxruntime", "tensorrt"],
-                   help="torch (default): eager PyTorch; cudagraph: each network pass replayed as one CUDA graph "
-                   "(on CPU it runs eagerly; not yet measured on a GPU)")
+                   help="torch (default): eager PyTorch; cudagraph: each network pass replayed as one CUDA graph, "
+                   "steps of clients that arrive together batched (on CPU it runs eagerly)")
     p.add_argument("--blocks", type=int, default=200, help="timed blocks per client")
     p.add_argument("--warmup", type=int, default=10, help="untimed blocks first")
     p.add_argument("--clients", type=int, default=1, help="clients stepping at once, one session each")

@@ -2,8 +2,9 @@
 
 One thread, one Poller loop: the requests that have arrived are taken off the socket together
 and served in arrival order, except that the `step`s of different clients run as one batched
-model pass where the backend can (the torch backend batches sessions of the same strategy;
-worldmodel/rollout_batch.py). Model calls are synchronous, so a client's `step` holds the others
+model pass where the backend can (the torch backend batches sessions of the same strategy,
+worldmodel/rollout_batch.py; the cudagraph backend those of one plan at the same number of
+attended slots, runtime/backends/graph_batch.py). Model calls are synchronous, so a client's `step` holds the others
 for its duration; clients see that as latency, never as an error. Everything a client can send is bounded
 (message size, frames per request, sessions, memory per session, messages queued each way per
 connection) and every request gets exactly one reply, an error reply for anything malformed; an
@@ -354,14 +355,18 @@ class Server:
             return
         ctxs = [p[4] for p in pending]
         t0 = time.perf_counter()
+        self.backend.last_pass_sizes = None
         results = self.backend.step_many([c.session.engine for c in ctxs], [c.actions for c in ctxs],
                                          [c.poses for c in ctxs], [c.scene for c in ctxs])
         model_s = time.perf_counter() - t0
-        for (envelope, identity, key, req, ctx), frames in zip(pending, results):
+        sizes = self.backend.last_pass_sizes  # the steps of the pass that made each block, where known
+        if sizes is None or len(sizes) != len(pending):
+            sizes = [len(pending)] * len(pending)
+        for (envelope, identity, key, req, ctx), frames, size in zip(pending, results, sizes):
             try:
                 if isinstance(frames, Exception):
                     raise frames
-                out = self._step_end(req, ctx, frames, model_s, len(pending))
+                out = self._step_end(req, ctx, frames, model_s, size)
             except Exception as e:
                 out = self._error_reply(req, e)
             self._send(envelope, self._remember(req, key, out))

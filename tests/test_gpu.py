@@ -1,5 +1,6 @@
 """On a CUDA GPU: the cudagraph backend's captured graphs make the torch backend's frames, sessions
-batched on the GPU make the blocks they make alone, and the Wan2.1-1.3B-shape loop runs captured
+batched on the GPU make the blocks they make alone (eager, and as the cudagraph backend's batched
+graphs), and the Wan2.1-1.3B-shape loop runs captured
 (at a reduced size: 2 layers, 240x416, a 4-slot memory so that retrieval and eviction happen
 within a few blocks). Marked `gpu`: skipped without one; `bash scripts/gpu/test.sh` runs them.
 
@@ -10,6 +11,8 @@ Tolerances, stated once:
     and PSNR >= 40 dB between the two frames. On this project's 2-core CPU the same comparison
     gives 0.4-0.5 levels and 50 dB over 8 blocks; two unrelated frames of this model differ by
     ~12 dB, so the bound does tell right from wrong.
+  bf16 batched graphs vs bf16 graphs alone: the bound of bf16 vs fp32 above (each is bf16 rounding
+    of the same maths, batched GEMMs summing in another order).
   bf16 Wan-shape latents vs fp32 eager: ||graph - eager|| / ||eager|| <= 3e-2 per block (bf16 operands
     land between 1e-3 and 1e-2 per pass; 4 denoising steps and a memory built from bf16 K/V add up).
 """
@@ -25,6 +28,7 @@ from export_helpers import checkpoint, random_block
 from runtime.backends import load_backend
 from test_export_backend import assert_same_frames, assert_same_memory
 from test_runtime_cudagraph import observe_then_step_alike
+from test_runtime_cudagraph_batch import assert_same_state
 
 pytestmark = pytest.mark.gpu
 
@@ -137,6 +141,54 @@ def test_batched_sessions_on_cuda_make_the_blocks_they_make_alone():
             torch.testing.assert_close(got, expect, rtol=1e-4, atol=1e-4)
         for a, b in zip(alone, together):
             np.testing.assert_array_equal(a.memory.frame, b.memory.frame)
+
+
+def test_batched_captured_sessions_make_the_blocks_they_make_alone():
+    """Five sessions, two of them a block behind, stepped through the cudagraph backend's
+    step_many (graph_batch.py) against the same five stepped alone, fp32: until every session
+    holds the budget's 12 slots they run as a padded batch of 4 (3 sessions) and one of 2, each
+    group at its own n, graphs captured at first use; from then on as one padded batch of 8 at
+    n = S, whose graphs were captured when the sessions started: no capture in those blocks.
+    Retrieval and eviction (the tiny model's 24 slots) happen inside the batch."""
+    with no_tf32():
+        graphs = load_backend("cudagraph", checkpoint("mag"), "cuda", precision="fp32")
+        alone = [graphs.new_session(seed=s) for s in range(5)]
+        together = [graphs.new_session(seed=s) for s in range(5)]
+        batches = together[0].batches
+        assert batches.sizes == (2, 4, 8) and batches.steady == 12
+        rng = np.random.default_rng(9)
+        for block in range(27):
+            active = range(5) if block else range(3)
+            blocks = [random_block(rng) for _ in active]
+            scenes = [[None, 2, -1][(block + i) % 3] for i in active]
+            if block == 13:
+                captured = graphs.runner.captured
+            want = [alone[i].step(a, p, sc) for i, (a, p), sc in zip(active, blocks, scenes)]
+            got = graphs.step_many([together[i] for i in active], [a for a, _ in blocks], [p for _, p in blocks],
+                                   scenes)
+            for w, g in zip(want, got):
+                assert not isinstance(g, Exception), g
+                assert_same_frames(w, g)
+            assert graphs.last_pass_sizes == ([3] * 3 if block == 0 else [3] * 3 + [2] * 2 if block <= 12 else [5] * 5)
+        assert graphs.runner.captured == captured  # every block at n = S replayed what prepare captured
+        assert together[0].memory_state()["evictions"] > 0
+        for a, b in zip(alone, together):
+            assert_same_state(a, b, atol=1e-3)
+
+
+def test_bf16_batched_graphs_make_the_blocks_of_bf16_graphs_alone():
+    graphs = load_backend("cudagraph", checkpoint("mag"), "cuda")
+    alone = [graphs.new_session(seed=s) for s in range(3)]
+    together = [graphs.new_session(seed=s) for s in range(3)]
+    rng = np.random.default_rng(10)
+    for _ in range(8):
+        blocks = [random_block(rng) for _ in range(3)]
+        want = [s.step(a, p, None) for s, (a, p) in zip(alone, blocks)]
+        got = graphs.step_many(together, [a for a, _ in blocks], [p for _, p in blocks], [None] * 3)
+        assert graphs.last_pass_sizes == [3, 3, 3]
+        for fa, fb in zip(want, got):
+            diff = np.abs(fa.astype(int) - fb.astype(int))
+            assert diff.mean() <= 2.0 and psnr(fa, fb) >= 40.0, f"mean |diff| {diff.mean():.2f}, PSNR {psnr(fa, fb):.1f} dB"
 
 
 def wan_shape():

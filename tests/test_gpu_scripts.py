@@ -26,6 +26,8 @@ PENDING = {
     "self_forcing.sh": ["data encode", "train dmd", "train memory", "train package", "eval rollout", "eval turns",
                         "eval next-block"],
     "speed.sh": ["bench generate", "bench serve"],
+    "stage2.sh": ["data encode", "train generator", "train package", "eval history", "eval rollout", "eval turns",
+                  "eval next-block"],
     "test.sh": [],
     "session_ae_gan.sh": ["data record", "eval autoencoder", "train autoencoder"],
     "memory_chain.sh": ["data revisit-bench", "train memory", "eval memory", "train generator", "train memorypack",
@@ -48,3 +50,15 @@ def test_every_magworld_command_of_a_pending_gpu_script_parses(script, tmp_path)
     parsed = log.read_text() if log.exists() else ""  # test.sh runs no magworld command
     for command in PENDING[script]:
         assert f"ARGS OK: {command}" in parsed, f"{script} never reached `magworld {command}`"
+
+
+def test_a_command_line_that_does_not_parse_fails_the_dry_run(tmp_path):
+    script = tmp_path / "bad.sh"
+    script.write_text("source scripts/gpu/common.sh\nset +e\n$MW train teacher --no-such-option 1\n"
+                      "$MW eval turns --cases 8\necho reached the end\n")
+    env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
+           "RUNS": str(tmp_path / "runs"), "DRY_RUN_LOG": str(tmp_path / "parsed.txt")}
+    run = subprocess.run(["bash", str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "reached the end" in run.stdout  # the script ran on, the parse at exit failed
+    assert "does not parse: magworld train teacher --no-such-option 1" in run.stderr
+    assert (tmp_path / "parsed.txt").read_text() == "ARGS OK: eval turns\n"

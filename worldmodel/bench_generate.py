@@ -154,7 +154,8 @@ class GraphLoop:
             compile_token_paths(model, compile_mode)
         precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
         world = WorldModel(cfg, Autoencoder(cfg.autoencoder), model, None)  # the backend places it
-        self.session = CudaGraphBackend(None, device, precision, model=world).new_session()
+        # one session: no batched graphs (at the Wan size each batch row's memory is gigabytes)
+        self.session = CudaGraphBackend(None, device, precision, model=world, max_batch=1).new_session()
         self.passes = len(self.session.sigmas) + (1 if self.session.strategy.kept_frames() else 0)
         self.actions = np.zeros((cfg.model.block_frames, cfg.model.action_dim), np.float32)
 

@@ -72,16 +72,20 @@ class Backend(ABC):
         ...
 
     batches_steps = False  # True where step_many really runs sessions together
+    # After step_many, per session: how many steps the model pass that made its block held (1:
+    # it ran alone); the server reports it as the step's `batch`. None: not known.
+    last_pass_sizes: list[int] | None = None
 
     def step_many(self, sessions: list[EngineSession], actions: list[np.ndarray], poses: list[np.ndarray | None],
                   scenes: list[int | None]) -> list[np.ndarray | Exception]:
         """Step several distinct sessions (one block each); returns each one's frames, or the
         exception its step raised (that session is left as it was; the others are not held
-        back). This default steps them one after another."""
+        back), and sets last_pass_sizes. This default steps them one after another."""
         out: list[np.ndarray | Exception] = []
         for session, a, p, scene in zip(sessions, actions, poses, scenes):
             try:
                 out.append(session.step(a, p, scene))
             except Exception as e:  # reported per session by the caller
                 out.append(e)
+        self.last_pass_sizes = [1] * len(out)
         return out

@@ -23,6 +23,11 @@ not yet returned (an INTERNAL ASSERT in CUDACachingAllocator): `magworld serve` 
 throwaway session, and the first client's capture then failed in the first `bench serve
 --backend cudagraph` runs (session 9).
 
+Batching (`step_many`, graph_batch.py): the steps of sessions of one plan that arrive together
+and attend the same number of slots run as one pass of batch-b graphs, captured per plan (not
+per session) into a pool of the plan's own; `max_batch=1` (`magworld serve --no-batching`)
+steps every session alone and captures no batched graph.
+
 Device placement is explicit: the networks, the wrappers' own buffers (MemoryWrite.keep_index)
 and every buffer a graph reads are on the backend's device; host-side tensors (actions, poses
 as given, frames out) cross only in the session, outside any capture. Nothing is exported to disk and nothing beyond
@@ -37,6 +42,7 @@ from torch import nn
 
 from export.onnx_export import OUTPUTS, MemoryLayout, build_wrappers, example_inputs, parse_precision, prompt_tables
 from runtime.backends.base import Backend
+from runtime.backends.graph_batch import MAX_BATCH, GraphBatches
 from runtime.backends.graph_session import GraphSession
 from worldmodel.bundle import WorldModel
 from worldmodel.config import apply_overrides
@@ -151,12 +157,14 @@ def compile_networks(model: WorldModel, mode: str = "default") -> str:
 class CudaGraphBackend(Backend):
     """`checkpoint`: a checkpoint directory. precision: bf16 (default on CUDA), fp16 or fp32
     (default on CPU). Graphs are planned per memory layout (strategy, attended slots, kept
-    frames): a session asking for another strategy or budget gets its own plan, made once."""
+    frames): a session asking for another strategy or budget gets its own plan, made once.
+    max_batch: the most sessions one batched pass steps (1: none is batched)."""
 
     name = "cudagraph"
 
     def __init__(self, checkpoint, device: str = "cuda", precision: str | None = None,
-                 model: WorldModel | None = None, compile: bool = False, compile_mode: str = "default"):
+                 model: WorldModel | None = None, max_batch: int = MAX_BATCH, compile: bool = False,
+                 compile_mode: str = "default"):
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("the cudagraph backend was asked to run on CUDA, but torch sees no CUDA device")
@@ -173,10 +181,17 @@ class CudaGraphBackend(Backend):
         self.compiled = compile_networks(self.model, compile_mode) if compile else None
         self.prompts = {k: v.to(dev) for k, v in prompt_tables(self.model).items()}
         self.plans: dict[tuple, tuple[dict, TorchGraphRunner]] = {}
+        self.max_batch = max_batch
+        self.batches_steps = max_batch > 1
+        self.batches: dict[tuple, GraphBatches] = {}  # plan key -> its batched graphs (while batching)
         self.manifest, self.runner = self.plan()
 
     def plan(self, strategy=None, capacity=None, attention_budget=None) -> tuple[dict, TorchGraphRunner]:
         """(manifest, runner) for sessions with this memory layout; made on first use."""
+        return self.plans[self._plan_key(strategy, capacity, attention_budget)]
+
+    def _plan_key(self, strategy, capacity, attention_budget) -> tuple:
+        """The key of the plan for this memory layout in self.plans, made here on first use."""
         overrides = [f"memory.{k}={v}" for k, v in (("strategy", strategy), ("capacity_frames", capacity),
                                                       ("attention_budget", attention_budget)) if v]
         config = apply_overrides(self.config, overrides)
@@ -187,16 +202,65 @@ class CudaGraphBackend(Backend):
             graphs, inputs = probe_manifest(self.model, layout, wrappers, self.dtype, self.device)
             manifest = {"precision": self.precision, "config": config.to_dict(), "memory": vars(layout),
                         "graphs": graphs}
-            self.plans[key] = (manifest, TorchGraphRunner(wrappers, inputs, self.device))
-        return self.plans[key]
+            runner = TorchGraphRunner(wrappers, inputs, self.device)
+            self.plans[key] = (manifest, runner)
+            if self.batches_steps:
+                self.batches[key] = GraphBatches(runner, manifest, self.max_batch)
+        return key
 
     def bytes_per_slot(self) -> int:
         m = self.config.model
         return 2 * m.layers * m.tokens_per_frame * m.dim * (torch.finfo(self.dtype).bits // 8)
 
     def new_session(self, strategy=None, capacity=None, attention_budget=None, seed=0):
-        manifest, runner = self.plan(strategy, capacity, attention_budget)
+        key = self._plan_key(strategy, capacity, attention_budget)
+        manifest, runner = self.plans[key]
         session = GraphSession(runner, manifest, self.prompts, strategy, capacity, attention_budget, seed)
+        session.batches = self.batches.get(key)
         if runner.capture:
             session.prepare()  # capture now: a capture inside a session's first blocks would show in its latency
+            if session.batches is not None:
+                session.batches.prepare()  # the plan's first session: its steady-state batches (then nothing)
         return session
+
+    def step_many(self, sessions, actions, poses, scenes):
+        """Each step is begun (checked, slots chosen) alone: a rejected input is that session's
+        error. Then the begun steps of one plan that attend the same number of slots run as one
+        batched pass (graph_batch.py; chunks of at most the largest batch size); a group of one,
+        and every session of a batch that failed (each left as it was), steps alone."""
+        out: list = [None] * len(sessions)
+        sizes = [1] * len(sessions)
+        groups: dict = {}
+        seen: set[int] = set()
+        for i, (s, a, p, scene) in enumerate(zip(sessions, actions, poses, scenes)):
+            if id(s) in seen:  # a session twice: its second step begins once its first is done
+                groups[("again", i)] = [(i, None)]
+                continue
+            seen.add(id(s))
+            try:
+                step = s.begin_step(a, p, scene)
+            except Exception as e:  # reported per session by the caller
+                out[i] = e
+                continue
+            groups.setdefault(("alone", i) if s.batches is None else (id(s.batches), step.held), []).append((i, step))
+        for members in groups.values():
+            batches = sessions[members[0][0]].batches
+            largest = batches.largest if batches is not None else 1
+            for chunk in (members[j:j + largest] for j in range(0, len(members), largest)):
+                if len(chunk) > 1:
+                    try:
+                        frames = batches.step([sessions[i] for i, _ in chunk], [st for _, st in chunk])
+                    except Exception:
+                        pass  # every session of it as it was: each steps alone below
+                    else:
+                        for (i, _), f in zip(chunk, frames):
+                            out[i], sizes[i] = f, len(chunk)
+                        continue
+                for i, step in chunk:
+                    try:
+                        out[i] = (sessions[i].run_step(step) if step is not None
+                                  else sessions[i].step(actions[i], poses[i], scenes[i]))
+                    except Exception as e:
+                        out[i] = e
+        self.last_pass_sizes = sizes
+        return out

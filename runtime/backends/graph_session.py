@@ -7,16 +7,25 @@ the PyTorch backend step for step. Only the networks are graphs. Each graph has 
 output buffers, bound once (IO binding / tensor addresses), so tensors stay on the device:
 
     per block:  gather attended slots -> memory_k/v/valid buffers (padded with invalid slots)
-                4 x generator_step  ->  memory_write  ->  KVMemory.write  ->  decoder
+                4 x generator_step  ->  memory_write (-> a checked write plan)  ->  decoder
+                ->  KVMemory.commit of the plan
 
 A runner with `prefix_memory` (the cudagraph backend) gets no padding: the gathered slots are
 the first n of the buffers, and each graph that reads memory is bound once per n = 0..S over the
 views memory_k[:, :, :n] (one CUDA graph each, made by `prepare`), so attention never needs a
 mask and takes the fused kernels. The variants of one graph share its other buffers.
+
+A step is split so that graph_batch.py can run the network passes of several sessions at once:
+`begin_step` checks the input and picks the slots to attend (nothing changes), the network
+passes make the block and the planned memory write (`_plan_write`: checked, not stored), the
+block is decoded, and only then `finish_step` stores the write and advances the frame counter.
+A step that fails anywhere before `finish_step` leaves the session as it was (its noise stream
+is restored too).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -29,6 +38,7 @@ from worldmodel.config import WorldModelConfig, apply_overrides
 from worldmodel.diffusion.flow_matching import step_sigmas
 from worldmodel.diffusion.sampler import denoise_block
 from worldmodel.memory import KVMemory, make_strategy
+from worldmodel.memory.kv_memory import WritePlan
 from worldmodel.rollout import Rollout
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -65,6 +75,26 @@ def allocate(entry: dict, shared: dict[str, torch.Tensor], device: torch.device)
     return {s["name"]: alloc(s) for s in entry["inputs"]}, {s["name"]: alloc(s) for s in entry["outputs"]}
 
 
+class Bindings:
+    """The graphs of one set of buffers (io: graph -> (inputs, outputs) by name), each bound on
+    first use, and kept, per (graph, n): a graph that reads memory and is asked for n held slots
+    reads the first n slots of `memory` (memory_k/v [L, b, S, N, H, D] -> [:, :, :n],
+    memory_valid [S] -> [:n]); n None, or a graph that does not read memory: the buffers whole."""
+
+    def __init__(self, runner: GraphRunner, io: dict, memory: dict[str, torch.Tensor], pool=None):
+        self.runner, self.io, self.memory, self.pool = runner, io, memory, pool
+        self.bound: dict[tuple[str, int | None], BoundGraph] = {}
+
+    def get(self, name: str, n: int | None) -> BoundGraph:
+        inputs, outputs = self.io[name]
+        n = n if "memory_k" in inputs else None
+        if (name, n) not in self.bound:
+            if n is not None:
+                inputs = {**inputs, **{k: v[:, :, :n] if v.dim() > 1 else v[:n] for k, v in self.memory.items()}}
+            self.bound[(name, n)] = BoundGraph(self.runner, name, inputs, outputs, self.pool)
+        return self.bound[(name, n)]
+
+
 class BoundGraph:
     """A graph bound to its input/output buffers, and the call that runs it."""
 
@@ -84,7 +114,31 @@ class BoundGraph:
         return self.outputs
 
 
+@dataclass
+class StepInput:
+    """One session's step, checked and planned by `GraphSession.begin_step`; nothing has run.
+
+    actions [1, Bf, A] float32 on the device; poses [1, Bf, pose_dim] float32 on the host or
+    None; prompt [1, Lp, Dt] float32 on the device or None (a network without cross-attention);
+    slots [n] int64: the memory slots to attend, in the order they are gathered (every one holds
+    data). Bf = block_frames, A = action_dim, Lp/Dt = prompt tokens/width."""
+
+    actions: torch.Tensor
+    poses: torch.Tensor | None
+    prompt: torch.Tensor | None
+    slots: np.ndarray
+
+    @property
+    def held(self) -> int:
+        """n: the number of slots the step attends (which graph variant it needs)."""
+        return len(self.slots)
+
+
 class GraphSession(EngineSession):
+    # graph_batch.GraphBatches of this session's plan, where its steps may run batched (set by
+    # the cudagraph backend; None: always alone)
+    batches = None
+
     def __init__(self, runner: GraphRunner, manifest: dict, prompts: dict[str, torch.Tensor],
                  strategy=None, capacity=None, attention_budget=None, seed: int = 0):
         self.manifest = manifest
@@ -107,7 +161,7 @@ class GraphSession(EngineSession):
         self.pool = runner.new_pool() if hasattr(runner, "new_pool") else None  # this session's graphs only
         self.prefix = bool(getattr(runner, "prefix_memory", False))
         self.io = {name: allocate(entry, self.memory_inputs, self.device) for name, entry in manifest["graphs"].items()}
-        self.bound: dict[tuple[str, int | None], BoundGraph] = {}  # (graph, n held slots or None) -> bound graph
+        self.bindings = Bindings(runner, self.io, self.memory_inputs, self.pool)
         self.held = 0  # slots gathered into the memory inputs (the first `held` of them)
         self.slots = exported["slots"]
         self.memory = KVMemory(self.cfg, config.memory.capacity_frames, 1, self.memory_inputs["memory_k"].dtype,
@@ -121,15 +175,7 @@ class GraphSession(EngineSession):
         """Graph `name` bound for the memory as gathered now (or for `held` slots), bound on
         first use: with a prefix-memory runner one binding (one CUDA graph) per number of held
         slots, over views of the shared memory buffers; otherwise one binding."""
-        reads_memory = "memory_k" in self.io[name][0]
-        n = (self.held if held is None else held) if self.prefix and reads_memory else None
-        if (name, n) not in self.bound:
-            inputs, outputs = self.io[name]
-            if n is not None:
-                inputs = {**inputs, **{k: v[:, :, :n] if v.dim() > 1 else v[:n]
-                                       for k, v in self.memory_inputs.items()}}
-            self.bound[(name, n)] = BoundGraph(self.runner, name, inputs, outputs, self.pool)
-        return self.bound[(name, n)]
+        return self.bindings.get(name, (self.held if held is None else held) if self.prefix else None)
 
     def prepare(self) -> None:
         """Bind (capture) every graph for every number of held slots now, so that no block of
@@ -168,20 +214,53 @@ class GraphSession(EngineSession):
 
     @torch.no_grad()
     def step(self, actions, poses, scene):
-        return self._decode(self.generate_latents(actions, poses, scene))
+        return self.run_step(self.begin_step(actions, poses, scene))
+
+    def begin_step(self, actions, poses=None, scene=None) -> StepInput:
+        """Check a step's input and choose the slots it attends; raises ValueError (bad input)
+        or ExportError (a memory these graphs cannot read) with nothing changed."""
+        actions, poses = self._check(actions, poses)
+        prompt = self._prompt("generator", scene)
+        query = Rollout._query_pose(poses) if self.retrieval else None
+        return StepInput(actions, poses, prompt, self._slot_indices(self.strategy.attend_slots(self.memory, query)))
+
+    @torch.no_grad()
+    def run_step(self, step: StepInput) -> np.ndarray:
+        """The block of a begun step, alone: frames [Bf, H, W, 3] uint8. On any failure the
+        session is left as it was, noise stream included."""
+        rng = self.generator.get_state()
+        try:
+            x0, plan = self._generate(step)
+            frames = self._decode(x0)
+        except BaseException:
+            self.generator.set_state(rng)
+            raise
+        self.finish_step(plan)
+        return frames
 
     @torch.no_grad()
     def generate_latents(self, actions, poses=None, scene=None) -> torch.Tensor:
         """The next block's clean latents [1, B, C, h, w] (memory written, nothing decoded)."""
-        actions, poses = self._check(actions, poses)
+        x0, plan = self._generate(self.begin_step(actions, poses, scene))
+        self.finish_step(plan)
+        return x0
+
+    def _generate(self, step: StepInput) -> tuple[torch.Tensor, WritePlan | None]:
+        """Noise, gather, 4 denoising passes and the memory-write pass: (x0 [1, Bf, C, h, w],
+        the checked write of its kept frames or None). Memory and frame counter untouched."""
         cfg = self.cfg
         shape = (1, cfg.block_frames, cfg.latent_channels, cfg.latent_height, cfg.latent_width)
         noise = torch.randn(shape, generator=self.generator, device=self.device)
         pos = self._positions()
-        self._gather(self.strategy.attend_slots(self.memory, Rollout._query_pose(poses) if self.retrieval else None))
-        x0 = self._denoise("generator_step", noise, actions, pos, self._prompt("generator", scene))
-        self._write(x0, actions, pos, poses)
-        return x0
+        self._gather(step.slots)
+        x0 = self._denoise("generator_step", noise, step.actions, pos, step.prompt)
+        return x0, self._write_pass(x0, step.actions, pos, step.poses)
+
+    def finish_step(self, plan: WritePlan | None) -> None:
+        """Store a step's checked memory write (cannot fail) and advance to the next block."""
+        if plan is not None:
+            self.memory.commit(plan)
+        self._next_frame += self.cfg.block_frames
 
     @torch.no_grad()
     def observe(self, frames, actions, poses):
@@ -193,7 +272,7 @@ class GraphSession(EngineSession):
             a, p = self._check(actions[i:i + bf][None], None if poses is None else poses[i:i + bf][None])
             latents = self.graph("encoder")(frames=torch.from_numpy(np.ascontiguousarray(frames[i:i + bf])))["latents"]
             self._gather(self.strategy.attend_slots(self.memory, Rollout._query_pose(p) if self.retrieval else None))
-            self._write(latents.float()[None], a, self._positions(), p)
+            self.finish_step(self._write_pass(latents.float()[None], a, self._positions(), p))
 
     @torch.no_grad()
     def decode_slot(self, slot):
@@ -249,25 +328,25 @@ class GraphSession(EngineSession):
             raise ValueError(f"scene id out of range: max is {len(table) - 1}, got {int(scene)}")
         return table[int(scene)][None]
 
-    def _gather(self, slots) -> None:
-        """Fill the fixed-size memory inputs with the attended slots (None = every held slot, in
-        slot order as KVMemory.view() gives them), padded with invalid slots; every graph that
-        reads memory shares these buffers."""
-        if slots is None:
-            idx = np.flatnonzero(self.memory.frame >= 0)
-        else:
-            idx = np.asarray(slots, dtype=np.int64)
-        n = len(idx)
-        if n > self.slots:
-            raise ExportError(f"{n} slots to attend, the graphs take {self.slots}")
-        view = self.memory.view(idx)
-        buf = self.memory_inputs
-        buf["memory_k"][:, :, :n].copy_(view.k)
-        buf["memory_v"][:, :, :n].copy_(view.v)
-        buf["memory_valid"].zero_()
-        buf["memory_valid"][:n].copy_(view.valid)
-        if self.prefix and not view.all_valid:
+    def _slot_indices(self, slots) -> np.ndarray:
+        """The slots to gather: `slots` (None = every held slot, in slot order as KVMemory.view()
+        gives them) as indices [n], checked against what the graphs can take."""
+        idx = np.flatnonzero(self.memory.frame >= 0) if slots is None else np.asarray(slots, dtype=np.int64)
+        if len(idx) > self.slots:
+            raise ExportError(f"{len(idx)} slots to attend, the graphs take {self.slots}")
+        if self.prefix and len(idx) and (self.memory.frame[idx] < 0).any():
             raise ExportError("an attended slot holds no data; graphs made for held slots only cannot mask it")
+        return idx
+
+    def _gather(self, slots) -> None:
+        """Fill the fixed-size memory inputs with the attended slots (as `_slot_indices`),
+        padded with invalid slots; every graph that reads memory shares these buffers."""
+        idx = self._slot_indices(slots)
+        n = len(idx)
+        buf = self.memory_inputs
+        valid = gather_slots(self.memory, idx, buf["memory_k"][:, :, :n], buf["memory_v"][:, :, :n])
+        buf["memory_valid"].zero_()
+        buf["memory_valid"][:n].copy_(valid)
         self.held = n
 
     def _denoise(self, graph: str, noise, actions, pos, prompt) -> torch.Tensor:
@@ -281,19 +360,38 @@ class GraphSession(EngineSession):
 
         return denoise_block(velocity, noise, self.sigmas, self.generator)
 
-    def _write(self, x0, actions, pos, poses) -> None:
+    def _write_pass(self, x0, actions, pos, poses) -> WritePlan | None:
+        """The memory-write pass over a finished block x0 [1, Bf, C, h, w] and its planned,
+        checked write (None where the strategy keeps nothing); nothing is stored yet."""
+        if not self.strategy.kept_frames():
+            return None
+        out = self.graph("memory_write")(x0=x0, actions=actions, frame_pos=pos)
+        return self._plan_write(out["k_new"], out["v_new"], poses)
+
+    def _plan_write(self, k_new, v_new, poses) -> WritePlan:
+        """The write of this block's kept frames, k_new/v_new [L, 1, K, N, H, D] (read when it is
+        committed: keep them in place until then), into the slots the strategy chooses; checked
+        (KVMemoryError on NaN, no room...) but not stored. Also what graph_batch.py calls with
+        its batch row of the write pass's outputs."""
         keep = self.strategy.kept_frames()
-        if keep:
-            out = self.graph("memory_write")(x0=x0, actions=actions, frame_pos=pos)
-            # from the host's own counter: reading `pos` back would wait for the device
-            frames = np.arange(self._next_frame, self._next_frame + self.cfg.block_frames)[keep]
-            p = None if poses is None else poses.numpy()[:, keep]
-            slots, sink = self.strategy.choose_slots(self.memory, frames)
-            self.memory.write(slots, out["k_new"], out["v_new"], frames, p, sink)
-        self._next_frame += self.cfg.block_frames
+        # from the host's own counter: reading the positions back would wait for the device
+        frames = np.arange(self._next_frame, self._next_frame + self.cfg.block_frames)[keep]
+        p = None if poses is None else poses.numpy()[:, keep]
+        slots, sink = self.strategy.choose_slots(self.memory, frames)
+        return self.memory.check_write(slots, k_new, v_new, frames, p, sink)
 
     def _decode(self, x0) -> np.ndarray:
         return self.graph("decoder")(latents=x0[0])["frames"].cpu().numpy().copy()
+
+
+def gather_slots(memory: KVMemory, idx: np.ndarray, k_out: torch.Tensor, v_out: torch.Tensor) -> torch.Tensor:
+    """Copy the K/V of slots `idx` [n] of a batch-1 `memory` into k_out/v_out [L, 1, n, N, H, D]
+    (a session's memory inputs, or its row of a batch's: graph_batch.py); returns their
+    validity [n] bool (on the device)."""
+    view = memory.view(idx)
+    k_out.copy_(view.k)
+    v_out.copy_(view.v)
+    return view.valid
 
 
 class GraphBackend(Backend):

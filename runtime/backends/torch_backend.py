@@ -98,6 +98,7 @@ class TorchBackend(Backend):
             key = batch_key(s.rollout) if isinstance(s, TorchSession) else None
             groups.setdefault(("alone", i) if key is None else key, []).append(i)
         out: list = [None] * len(sessions)
+        sizes = [1] * len(sessions)
         for idx in groups.values():
             if len(idx) > 1:
                 group = [sessions[i] for i in idx]
@@ -110,7 +111,7 @@ class TorchBackend(Backend):
                         [s.generator for s in group])
                     frames = self.model.decode(x0).cpu().numpy()  # [n, Bf, H, W, 3]
                     for j, i in enumerate(idx):
-                        out[i] = frames[j]
+                        out[i], sizes[i] = frames[j], len(idx)
                     continue
                 except Exception:
                     for s, state in zip(group, rng):
@@ -119,4 +120,5 @@ class TorchBackend(Backend):
                                     [poses[i] for i in idx], [scenes[i] for i in idx])
             for i, r in zip(idx, sub):
                 out[i] = r
+        self.last_pass_sizes = sizes
         return out

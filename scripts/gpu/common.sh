@@ -24,7 +24,12 @@ DATA=${DATA:-/tmp/data}
 mkdir -p "$OUT" "$RUNS"
 PY=${PYTHON:-python3}
 MW="$PY -m worldmodel.cli"
-[ -n "${DRY_RUN:-}" ] && MW="$PY scripts/gpu/check_args.py"
+if [ -n "${DRY_RUN:-}" ]; then
+  # record every magworld command line (dry_mw.sh) and parse them all in one process at the end
+  DRY_CMDS=$(mktemp); export DRY_CMDS
+  MW="bash scripts/gpu/dry_mw.sh"
+  trap '$PY scripts/gpu/check_args.py --commands "$DRY_CMDS" || exit 2' EXIT
+fi
 T0=$(date +%s)
 elapsed() { echo $(( $(date +%s) - T0 )); }
 # minutes left before a deadline given in seconds since the start, minus a margin

@@ -1,4 +1,8 @@
 # GPU: the MAG memory chain on a new teacher (issue 12, items 1-3) — NOT RUN YET. One H100/H200.
+# Why it comes first now (session 9): the shipped generator was never trained to read the memory
+# model's slots (no stage 2), and `magworld eval history` shows it reads them 2.2 dB worse than its
+# own KV (one block of history) and gets worse the longer the history; left alone with `mag` a
+# still room collapses within 10 s, with `window` it stays for 2 minutes.
 #   stage 1  memory models for B = 1, 3, 4, 5, the same time each, scored by `eval memory`
 #            (the paper's Table 4 analogue: slot PSNR against the autoencoder ceiling)
 #   stage 2  the memory-aware generator on capacity-length memories (--history-blocks: the clip's
@@ -10,6 +14,8 @@
 # (runs live in $RUNS; keep the machine warm between parts or carry $RUNS):
 #   PARTS="data stage1" bash scripts/gpu/memory_chain.sh
 #   PARTS="data stage2" bash scripts/gpu/memory_chain.sh      # again until gen-long reaches its time
+#   PARTS="data stage2 check" ...  also `eval history` and a 60 s still rollout of the stage-2 bundle
+#   BS="3" PARTS="data stage1 stage2" ...   only the B = 3 memory model (what stage 2 reads), then stage 2
 #   PARTS="data memorypack revisit" bash scripts/gpu/memory_chain.sh
 #   PARTS="data revisit-long" bash scripts/gpu/memory_chain.sh
 # ("data" re-records the same data set only when $DATA is missing, so it is cheap to repeat.)
@@ -50,7 +56,7 @@ if has data && { [ -n "${DRY_RUN:-}" ] || [ ! -f "$DATA/dataset.json" ]; }; then
 fi
 
 if has stage1; then
-  for B in 1 3 4 5; do
+  for B in ${BS:-1 3 4 5}; do
     log "stage 1: memory model, B = $B ($STAGE1_MIN min)"
     T $MW train memory $COMMON --init $MEM_INIT --out $RUNS/mem-b$B --set model.block_frames=$B --batch-size 16 \
         --warmup-steps 20 --time-limit $STAGE1_MIN $(resume $RUNS/mem-b$B) 2>&1 | grep -E "stopped|Error"
@@ -83,6 +89,17 @@ if has memorypack; then
       --time-limit $MP_MIN $(resume $RUNS/mp) 2>&1 | grep -E "stopped|Error"
   $MW train package --autoencoder $AE --generator $RUNS/mp --out $RUNS/ship-mp > /dev/null
   bring_back memory-chain-memorypack $RUNS/mp
+fi
+
+if has check; then
+  log "the stage-2 bundle: next block after 1..30 true history blocks; 60 s with no key pressed"
+  T $MW eval history --checkpoint $RUNS/ship-mag --data "$DATA-heldout" --cases 16 --lengths 1,3,8,16,30 \
+      --strategies window,mag --json $EVAL/history.json 2>&1 | sed '/^{/,$d'
+  T $MW eval rollout --checkpoint $RUNS/ship-mag --seconds 60 --script still --counterfactuals '' \
+      --out $EVAL/still --json $EVAL/still.json > $EVAL/still.txt 2>&1
+  $PY -c "import json,sys; r=json.load(open(sys.argv[1])); print({k: round(v, 2) for k, v in r.items() if k.startswith('psnr')})" \
+      $EVAL/still.json 2>/dev/null || echo "still: no result"
+  [ -n "${DRY_RUN:-}" ] || tar cf $OUT/memory-chain-check.tar -C $EVAL .
 fi
 
 for BENCH in revisit revisit-long; do

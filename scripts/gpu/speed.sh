@@ -2,8 +2,8 @@
 #   (a) the gpu tests (scripts/gpu/test.sh; SKIP_TESTS=1 leaves them out when the same command
 #       already ran them on this tree)
 #   (c) bench serve with the shipped doom-gpu bundle: the cudagraph backend with one client, 4 and
-#       8 clients (the cudagraph backend steps sessions one after another), and the torch
-#       backend's batched 4 and 8 clients beside them
+#       8 clients (batched: runtime/backends/graph_batch.py) and 8 with --no-batching (one step a
+#       pass), and the torch backend's batched 4 and 8 clients beside them
 #   (b) bench generate, eager against cudagraph, at the doom-gpu and doom-cpu sizes (random
 #       weights of those presets' shapes), and cudagraph over compiled token paths (--compile:
 #       worldmodel/model/fused.py)
@@ -54,6 +54,8 @@ for N in 4 8; do
   T $MW bench serve $S --backend cudagraph --clients $N --blocks 100 \
       --json $W/serve-doom-gpu-graphs-$N.json > $W/serve-doom-gpu-graphs-$N.txt 2>&1
 done
+T $MW bench serve $S --backend cudagraph --clients 8 --blocks 100 --no-batching \
+    --json $W/serve-doom-gpu-graphs-8-alone.json > $W/serve-doom-gpu-graphs-8-alone.txt 2>&1
 pack
 fi
 

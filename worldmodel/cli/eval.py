@@ -13,6 +13,7 @@ ACTIONS = [
     "worldmodel.cli.eval_rollout",
     "worldmodel.cli.eval_revisit",
     "worldmodel.cli.eval_turns",
+    "worldmodel.cli.eval_history",
 ]
 
 

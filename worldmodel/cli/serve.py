@@ -25,8 +25,8 @@ def register(sub):
     p.add_argument("--pub", help="PUB endpoint streaming every generated block (topic = session id)")
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--backend", default="torch", choices=["torch", "cudagraph", "onnxruntime", "tensorrt"],
-                   help="torch (default): eager PyTorch; cudagraph: each network pass replayed as one CUDA graph "
-                   "(on CPU it runs eagerly; not yet measured on a GPU)")
+                   help="torch (default): eager PyTorch; cudagraph: each network pass replayed as one CUDA graph, "
+                   "steps of clients that arrive together batched (on CPU it runs eagerly)")
     p.add_argument("--export-cache", metavar="DIR",
                    help="onnxruntime/tensorrt: where a checkpoint is exported on first use (default: "
                    "$MAGWORLD_CACHE/exports, else ~/.cache/magworld/exports); the path used is printed")
@@ -75,6 +75,11 @@ def build_backend(args) -> tuple[object, str, str]:
     if cache and args.backend not in EXPORTED:
         raise ValueError(f"--export-cache is for the {' and '.join(EXPORTED)} backends, not {args.backend}")
     extra = {"cache": cache} if cache else {}
+    if args.backend == "cudagraph":
+        # the most steps one batched pass holds: batched graphs are captured for sizes up to it
+        from runtime.backends.graph_batch import MAX_BATCH
+
+        extra["max_batch"] = 1 if args.no_batching else min(MAX_BATCH, args.max_sessions or MAX_BATCH)
     if args.random_weights:
         if not args.preset:
             raise ValueError("--random-weights needs --preset (tiny, doom-cpu, doom-gpu, doom-small)")

@@ -61,10 +61,7 @@ def run_case(model: WorldModel, case: RevisitCase, strategy: str, memory_model: 
     poses = torch.from_numpy(np.asarray(case.poses[:n], np.float32))
     blocks = n // bf
     capacity = max(blocks * bf, model.config.memory.capacity_frames)
-    roll = model.rollout(strategy, capacity=capacity, attention_budget=capacity if attend_all else None)
-    roll.retrieval = retrieval
-    if not memory_model:
-        roll.memory_model = roll.generator  # "w/o stage 1": the generator's own last-frame K/V
+    roll = row_rollout(model, Row(strategy, memory_model, retrieval, attend_all), capacity)
     gen = torch.Generator(device=model.device).manual_seed(seed)
     latents = model.encode(torch.from_numpy(frames[None, :m]))
     for j in range(0, m, bf):
@@ -114,6 +111,16 @@ STRATEGIES = {
     "mag (all slots)": Row("mag", attend_all=True),  # ablation: no attention budget
     "memorypack": Row("memorypack"),
 }
+
+
+def row_rollout(model: WorldModel, row: Row, capacity: int | None = None):
+    """A fresh Rollout that runs `row` (a value of STRATEGIES), holding `capacity` frames (default:
+    the model's memory.capacity_frames)."""
+    roll = model.rollout(row.strategy, capacity=capacity, attention_budget=capacity if row.attend_all else None)
+    roll.retrieval = row.retrieval
+    if not row.memory_model:
+        roll.memory_model = roll.generator  # "w/o stage 1": the generator's own last-frame K/V
+    return roll
 
 
 # (A, B) pairs whose difference A - B the headline reports with bootstrap intervals, when both ran.

@@ -51,6 +51,9 @@ class MagMemory(MemoryStrategy):
         order = np.argsort(-redundancy, kind="stable")[:need]
         return np.concatenate([free, candidates[order]]), np.zeros(n, dtype=bool)
 
+    def steady_slots(self, capacity: int) -> int:
+        return min(capacity, self.cfg.attention_budget)
+
     def attend_slots(self, memory, pose=None):
         used = memory.used_slots()
         budget = self.cfg.attention_budget

@@ -70,6 +70,13 @@ class MemoryStrategy:
     def attend_slots(self, memory: KVMemory, pose=None):
         return None
 
+    def steady_slots(self, capacity: int) -> int:
+        """How many slots each block attends once a long session has filled a memory of
+        `capacity` slots (here every held slot: the capacity; 0 when nothing is kept). The
+        cudagraph backend captures its batched graphs for this many ahead of time
+        (runtime/backends/graph_batch.py)."""
+        return capacity if self.kept_frames() else 0
+
     def write_block(self, memory: KVMemory, kvs, frame_pos, poses=None) -> np.ndarray:
         """Store the kept frames of a finished block.
 

@@ -19,6 +19,9 @@ class WindowMemory(FullMemory):
     def min_capacity(self) -> int:
         return self.capacity_needed()  # the window never holds more than sinks + window
 
+    def steady_slots(self, capacity: int) -> int:
+        return min(capacity, self.capacity_needed())
+
     def capacity_error(self, capacity: int) -> str | None:
         if self.cfg.window_frames < self.block_frames:  # choose_slots refuses every block
             return (f"strategy {self.name!r} cannot run on this model: its window of {self.cfg.window_frames} "
