@@ -108,6 +108,22 @@ def test_the_compiled_backend_makes_the_uncompiled_ones_frames():
     assert compiled_graphs() - before <= 3  # attention_in, attention_out, the head (a write is not kv_only here)
 
 
+def test_compiled_batched_steps_make_the_uncompiled_sessions_blocks():
+    """serve --backend cudagraph --compile with several clients: the batched graphs (graph_batch.py)
+    run the compiled paths at batch 4 (3 sessions, padded), one more compile per path."""
+    from test_runtime_cudagraph_batch import assert_same_state, step_both
+
+    plain = load_backend("cudagraph", checkpoint("mag"), "cpu")
+    fused = load_backend("cudagraph", checkpoint("mag"), "cpu", compile=True)
+    alone = [plain.new_session(seed=s) for s in (10, 11, 12)]
+    together = [fused.new_session(seed=s) for s in (10, 11, 12)]
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        assert step_both(fused, alone, together, rng) == [3, 3, 3]
+    for a, b in zip(alone, together):
+        assert_same_state(a, b, atol=1e-3)
+
+
 def test_serve_compiles_for_the_cudagraph_backend_only(capsys):
     from worldmodel.cli import build_parser, main
     from worldmodel.cli.serve import build_backend
