@@ -68,7 +68,7 @@ def build_backend(args) -> tuple[object, str, str]:
     from worldmodel.config import preset
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    compiled = {"compile": True} if args.compile else {}
+    compiled = {"compile": True} if getattr(args, "compile", False) else {}  # (callers may build args by hand)
     if compiled and args.backend != "cudagraph":
         raise ValueError(f"--compile is for the cudagraph backend, not {args.backend}")
     cache = args.export_cache
