@@ -41,6 +41,7 @@ def register(sub):
     p.add_argument("--strategy", help="memory strategy of the sessions (default: the model's)")
     p.add_argument("--no-revisit", action="store_true", help="turn the revisit check off")
     p.add_argument("--no-batching", action="store_true", help="the server steps each session alone")
+    p.add_argument("--compile", action="store_true", help="cudagraph: the server compiles the token paths (serve --compile)")
     p.add_argument("--threads", type=int, help="torch CPU threads of the server")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.set_defaults(func=run)
@@ -59,6 +60,8 @@ def _server_cmd(args) -> list[str]:
         cmd += ["--threads", str(args.threads)]
     if args.no_batching:
         cmd += ["--no-batching"]
+    if args.compile:
+        cmd += ["--compile"]
     return cmd
 
 

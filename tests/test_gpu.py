@@ -203,6 +203,22 @@ def wan_shape():
 
 
 def test_the_wan_shape_loop_runs_captured_and_follows_the_eager_loop():
+    wan_shape_loop_follows_the_eager_loop(compile=False)
+
+
+def test_the_compiled_wan_shape_loop_runs_captured_and_follows_the_eager_loop():
+    """compile=True (worldmodel/model/fused.py): inductor's kernels for the token paths, compiled
+    before the first capture and replayed inside every graph, to the same tolerance; three
+    compiles (attention_in, attention_out, the head) for all 2 x 5 graphs of n = 0..4 slots."""
+    from worldmodel.model.fused import compiled_graphs
+
+    before = compiled_graphs()
+    backend = wan_shape_loop_follows_the_eager_loop(compile=True)
+    assert backend.compiled == "default" and compiled_graphs() - before <= 3
+
+
+def wan_shape_loop_follows_the_eager_loop(compile: bool):
+    """The captured bf16 loop against the fp32 eager Rollout, block by block; returns the backend."""
     from runtime.backends.cudagraph_backend import CudaGraphBackend
     from worldmodel.autoencoder import Autoencoder
     from worldmodel.bundle import WorldModel
@@ -218,7 +234,9 @@ def test_the_wan_shape_loop_runs_captured_and_follows_the_eager_loop():
     with no_tf32():
         roll = Rollout(copy.deepcopy(model).cuda(), cfg.sampler, cfg.memory)  # fp32 reference
         world = WorldModel(cfg, Autoencoder(cfg.autoencoder), copy.deepcopy(model), None)
-        session = CudaGraphBackend(None, "cuda", "bf16", model=world).new_session(seed=0)
+        backend = CudaGraphBackend(None, "cuda", "bf16", model=world, compile=compile)
+        session = backend.new_session(seed=0)
+        captured = backend.runner.captured
         g = torch.Generator("cuda").manual_seed(0)
         actions = np.zeros((3, 4), np.float32)
         actions[:, 2] = 10.0
@@ -229,6 +247,8 @@ def test_the_wan_shape_loop_runs_captured_and_follows_the_eager_loop():
             rel = float((got.float() - expect).norm() / expect.norm())
             assert expect.norm() > 0 and rel <= 3e-2, f"block {block}: relative error {rel:.2e}"
         assert session.memory.evictions > 0
+        assert backend.runner.captured == captured  # every graph made at session start
+    return backend
 
 
 def test_the_fused_attention_kernels_run_and_the_profile_sees_them():

@@ -84,3 +84,54 @@ def test_a_session_may_ask_for_another_strategy():
     assert b.memory_state()["strategy"] == "window"
     assert len(graph_backend.plans) == 2  # the checkpoint's own (mag) and window with 20 slots
     assert_same_memory(a, b, atol=1e-3)
+
+
+def test_the_compiled_backend_makes_the_uncompiled_ones_frames():
+    """compile=True (worldmodel/model/fused.py): the same frames and memory, block for block, from an
+    empty memory past the attention budget, with one compile per token path, not per memory size."""
+    from worldmodel.model.fused import compiled_graphs
+
+    plain = load_backend("cudagraph", checkpoint("mag"), "cpu")
+    before = compiled_graphs()
+    fused = load_backend("cudagraph", checkpoint("mag"), "cpu", compile=True)
+    assert fused.compiled == "default" and plain.compiled is None
+    assert fused.model.generator.token_paths is not None and plain.model.generator.token_paths is None
+    budget = 4  # a plan of 4 attended slots: retrieval within a few blocks
+    a, b = plain.new_session("mag", None, budget, seed=7), fused.new_session("mag", None, budget, seed=7)
+    rng = np.random.default_rng(7)
+    for block in range(budget + 2):  # every number of held slots 0..budget, then retrieval
+        actions, poses = random_block(rng)
+        assert_same_frames(a.step(actions, poses, None), b.step(actions, poses, None))
+    assert b.held == budget and a.memory_state() == b.memory_state()
+    torch.testing.assert_close(b.memory.k, a.memory.k, rtol=0, atol=1e-3 * float(a.memory.k.abs().max()))
+    torch.testing.assert_close(b.memory.v, a.memory.v, rtol=0, atol=1e-3 * float(a.memory.v.abs().max()))
+    assert compiled_graphs() - before <= 3  # attention_in, attention_out, the head (a write is not kv_only here)
+
+
+def test_compiled_batched_steps_make_the_uncompiled_sessions_blocks():
+    """serve --backend cudagraph --compile with several clients: the batched graphs (graph_batch.py)
+    run the compiled paths at batch 4 (3 sessions, padded), one more compile per path."""
+    from test_runtime_cudagraph_batch import assert_same_state, step_both
+
+    plain = load_backend("cudagraph", checkpoint("mag"), "cpu")
+    fused = load_backend("cudagraph", checkpoint("mag"), "cpu", compile=True)
+    alone = [plain.new_session(seed=s) for s in (10, 11, 12)]
+    together = [fused.new_session(seed=s) for s in (10, 11, 12)]
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        assert step_both(fused, alone, together, rng) == [3, 3, 3]
+    for a, b in zip(alone, together):
+        assert_same_state(a, b, atol=1e-3)
+
+
+def test_serve_compiles_for_the_cudagraph_backend_only(capsys):
+    from worldmodel.cli import build_parser, main
+    from worldmodel.cli.serve import build_backend
+
+    assert main(["serve", "--backend", "torch", "--compile", "--preset", "tiny", "--random-weights",
+                 "--device", "cpu"]) == 2
+    assert "--compile is for the cudagraph backend, not torch" in capsys.readouterr().err
+    args = build_parser().parse_args(["serve", "--backend", "cudagraph", "--compile", "--checkpoint",
+                                      str(checkpoint()), "--device", "cpu"])
+    backend, _, _ = build_backend(args)
+    assert backend.compiled == "default" and backend.model.generator.token_paths is not None

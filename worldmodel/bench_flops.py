@@ -52,7 +52,9 @@ def block_flops(cfg: ModelConfig, slots: int, passes: int) -> dict[str, float]:
 # Kernel names by kind (FlashAttention, cuDNN's fused SDPA, the memory-efficient kernel; cuBLAS,
 # CUTLASS and cuDNN's implicit-GEMM convolutions). Attention is matched first: "fmha_cutlass".
 ATTENTION_KERNELS = re.compile(r"flash|fmha|sdpa|attention|attn", re.I)
-MATMUL_KERNELS = re.compile(r"gemm|cutlass|xmma|nvjet|cublas|matmul|wgmma", re.I)
+# triton_tem: inductor's Triton matmul templates (--compile-mode max-autotune-no-cudagraphs); its fused
+# elementwise kernels (triton_poi_, triton_red_, triton_per_) are "other", even with a bias in their name
+MATMUL_KERNELS = re.compile(r"gemm|cutlass|xmma|nvjet|cublas|matmul|wgmma|triton_tem", re.I)
 
 
 def kernel_kind(name: str) -> str:

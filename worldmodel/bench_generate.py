@@ -25,6 +25,7 @@ from worldmodel.config import apply_overrides, preset
 from worldmodel.machine import describe, report
 from worldmodel.model import CausalDiT, MemoryView
 from worldmodel.model.attention import SDPA_BACKENDS, sdpa_preference
+from worldmodel.model.fused import MODES, compile_token_paths, compiled_graphs
 from worldmodel.rollout import Rollout
 
 
@@ -52,7 +53,11 @@ def register(sub):
                    help="weights and activations (default bfloat16 on GPU, float32 on CPU)")
     p.add_argument("--attention", default="auto", choices=SDPA_BACKENDS,
                    help="SDPA backend to try first (default: PyTorch's choice)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the transformer")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the transformer (with --cuda-graphs: its token paths, before capture; "
+                   "worldmodel/model/fused.py)")
+    p.add_argument("--compile-mode", default="default", choices=MODES,
+                   help="inductor mode of --compile --cuda-graphs (its own CUDA graphs stay off)")
     p.add_argument("--cuda-graphs", action="store_true",
                    help="run the loop as the cudagraph backend does: each network pass one captured CUDA graph")
     p.add_argument("--profile", action="store_true",
@@ -88,12 +93,16 @@ def run(args: argparse.Namespace) -> int:
             p.normal_(0, 0.02)
     with sdpa_preference(args.attention):
         start = time.perf_counter()
-        loop = GraphLoop(cfg, model, dtype, args.device) if args.cuda_graphs else EagerLoop(cfg, model, dtype, args)
+        loop = (GraphLoop(cfg, model, dtype, args.device, args.compile_mode if args.compile else None)
+                if args.cuda_graphs else EagerLoop(cfg, model, dtype, args))
         setup_s = time.perf_counter() - start
         times, attended = time_loop(loop, args)
         split = profile_pass(cfg, model, dtype, args.device, max(attended)) if args.profile else None
     result = summary(args, cfg, model, dtype, times, attended, loop.memory.num_used, loop.passes, split)
-    result["setup_s"] = round(setup_s, 1)  # model placement and, with --cuda-graphs, every capture
+    result["setup_s"] = round(setup_s, 1)  # model placement and, with --cuda-graphs, every compile and capture
+    if args.compile:
+        result["compile_mode"] = args.compile_mode if args.cuda_graphs else "default (whole model)"
+        result["compiled_graphs"] = compiled_graphs()  # one per token path and shape (fused.py); more = recompiles
     return report(result, args.json)
 
 
@@ -133,13 +142,16 @@ class EagerLoop:
 
 class GraphLoop:
     """The same loop through runtime/backends/cudagraph_backend.py (the generator also writes
-    memory, as Rollout does when there is no memory model); every graph is captured here."""
+    memory, as Rollout does when there is no memory model); every graph is captured here, after
+    the compile of the token paths with --compile."""
 
-    def __init__(self, cfg, model, dtype, device):
+    def __init__(self, cfg, model, dtype, device, compile_mode: str | None = None):
         from runtime.backends.cudagraph_backend import CudaGraphBackend
         from worldmodel.autoencoder import Autoencoder
         from worldmodel.bundle import WorldModel
 
+        if compile_mode is not None:  # what the backend's compile=True does to each of its networks
+            compile_token_paths(model, compile_mode)
         precision = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
         world = WorldModel(cfg, Autoencoder(cfg.autoencoder), model, None)  # the backend places it
         # one session: no batched graphs (at the Wan size each batch row's memory is gigabytes)

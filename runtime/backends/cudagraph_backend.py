@@ -140,6 +140,20 @@ class WithoutPrompt(nn.Module):
         return self.step(x_t, sigma, actions, frame_pos, None, memory_k, memory_v, memory_valid)
 
 
+def compile_networks(model: WorldModel, mode: str = "default") -> str:
+    """The generator's and memory model's token paths compiled by inductor, in place
+    (worldmodel/model/fused.py says what is compiled, and why not the whole network: one capture
+    per number of held slots). Compiling happens in the first warm-up call of the first graph,
+    before any capture, so the captured graphs replay inductor's fused kernels; on CPU the eager
+    calls run them. Returns the mode."""
+    from worldmodel.model.fused import compile_token_paths
+
+    for net in (model.generator, model.memory_model):
+        if net is not None:
+            compile_token_paths(net, mode)
+    return mode
+
+
 class CudaGraphBackend(Backend):
     """`checkpoint`: a checkpoint directory. precision: bf16 (default on CUDA), fp16 or fp32
     (default on CPU). Graphs are planned per memory layout (strategy, attended slots, kept
@@ -149,7 +163,8 @@ class CudaGraphBackend(Backend):
     name = "cudagraph"
 
     def __init__(self, checkpoint, device: str = "cuda", precision: str | None = None,
-                 model: WorldModel | None = None, max_batch: int = MAX_BATCH):
+                 model: WorldModel | None = None, max_batch: int = MAX_BATCH, compile: bool = False,
+                 compile_mode: str = "default"):
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("the cudagraph backend was asked to run on CUDA, but torch sees no CUDA device")
@@ -162,6 +177,8 @@ class CudaGraphBackend(Backend):
         for net in self.model.modules():
             net.to(device=dev, dtype=self.dtype).eval()
         self.device = dev
+        # compile: the transformers' token paths compiled by inductor before any capture (compile_networks)
+        self.compiled = compile_networks(self.model, compile_mode) if compile else None
         self.prompts = {k: v.to(dev) for k, v in prompt_tables(self.model).items()}
         self.plans: dict[tuple, tuple[dict, TorchGraphRunner]] = {}
         self.max_batch = max_batch

@@ -5,17 +5,22 @@
 #       8 clients (batched: runtime/backends/graph_batch.py) and 8 with --no-batching (one step a
 #       pass), and the torch backend's batched 4 and 8 clients beside them
 #   (b) bench generate, eager against cudagraph, at the doom-gpu and doom-cpu sizes (random
-#       weights of those presets' shapes)
+#       weights of those presets' shapes), and cudagraph over compiled token paths (--compile:
+#       worldmodel/model/fused.py)
 #   (d) the Wan2.1-1.3B-shape loop at 480x832 (1,560 tokens a frame, 30 layers, 4 steps, blocks of 3,
 #       MAG memory of 21 slots): 61 blocks from an empty memory = the first 21 latent frames, then
-#       40 steady-state blocks (120 latent frames) at all 21 slots; cudagraph and eager, then
-#       cudagraph with cuDNN attention first; the GPU time of a steady pass split by kernel kind
+#       40 steady-state blocks (120 latent frames) at all 21 slots; cudagraph with the token paths
+#       compiled first (the new figure; its setup_s holds the compile), then cudagraph and eager,
+#       then cudagraph with cuDNN attention first; the GPU time of a steady pass split by kernel kind
 # SECTIONS picks what runs (default "tests serve generate wan"; SKIP_TESTS=1 drops the tests).
 # Logs and JSON go to $OUT/speed.tar (the device returns at most 8 files), the table to
 # $OUT/summary.txt; the table is printed last.
 # Run from the repository root, carrying a folder with the pyzmq wheel (WHEELS=.whl-zmq: the
 # bundle's weights leave no room for ViZDoom under the 64 MiB that travels):
 #   WHEELS=.whl-zmq bash scripts/gpu/speed.sh
+# The compiled runs add each its compile (inductor, cold on a fresh machine) to setup_s, so all four
+# sections may no longer fit in one command: the wan section alone is one command
+# (SKIP_TESTS=1 SECTIONS=wan bash scripts/gpu/speed.sh), its compiled run first.
 source scripts/gpu/common.sh
 set +e  # one failed step must not lose the rest: each step is bounded by T
 STOP_AT=${STOP_AT:-500}
@@ -55,18 +60,20 @@ pack
 fi
 
 if on generate; then
-log "(b) bench generate: eager and CUDA graphs"
+log "(b) bench generate: eager, CUDA graphs, CUDA graphs over compiled token paths"
 for P in doom-gpu doom-cpu; do
-  for G in "" --cuda-graphs; do
-    T $MW bench generate --preset $P --blocks 100 --warmup 10 $G --json $W/gen-$P${G:+-graphs}.json \
-        > $W/gen-$P${G:+-graphs}.txt 2>&1
+  for G in "" --cuda-graphs "--cuda-graphs --compile"; do
+    N=gen-$P${G:+-graphs}; [[ "$G" == *--compile* ]] && N=$N-compiled
+    T $MW bench generate --preset $P --blocks 100 --warmup 10 $G --json $W/$N.json > $W/$N.txt 2>&1
   done
 done
 pack
 fi
 
 if on wan; then
-log "(d) Wan2.1-1.3B shapes at 480x832: cudagraph, eager"
+log "(d) Wan2.1-1.3B shapes at 480x832: cudagraph over compiled token paths, cudagraph, eager"
+T $MW bench generate $WAN --cuda-graphs --compile --json $W/gen-wan-graphs-compiled.json \
+    > $W/gen-wan-graphs-compiled.txt 2>&1
 T $MW bench generate $WAN --cuda-graphs --json $W/gen-wan-graphs.json > $W/gen-wan-graphs.txt 2>&1
 T $MW bench generate $WAN --json $W/gen-wan-eager.json > $W/gen-wan-eager.txt 2>&1
 T $MW bench generate $WAN --cuda-graphs --attention cudnn --json $W/gen-wan-graphs-cudnn.json \

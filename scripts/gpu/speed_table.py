@@ -20,7 +20,7 @@ def row(cells, widths):
 def main(directory: str) -> None:
     d = Path(directory)
     gen = ["run", "frames/s", "first 21 f/s", "steady f/s", "steady p50/p99 ms", "video f/s first/steady",
-           "TFLOP/s", "attn/matmul TFLOP/s", "setup s"]
+           "TFLOP/s", "attn/matmul TFLOP/s", "ms attn/matmul/other", "setup s", "compiles"]
     rows = []
     for p in sorted(d.glob("gen-*.json")):
         r = load(p)
@@ -31,10 +31,12 @@ def main(directory: str) -> None:
                  if "video_frames_per_s_first" in r else "-")
         split = (f"{r.get('attention_tflop_per_s')}/{r.get('matmul_tflop_per_s')}"
                  if "pass_ms_attention" in r else "-")
+        ms = (f"{r['pass_ms_attention']}/{r['pass_ms_matmul']}/{r['pass_ms_other']}"
+              if "pass_ms_attention" in r else "-")
         rows.append([p.stem, r["frames_per_s"], r["frames_per_s_first"],
                      f"{r['frames_per_s_steady']} ({r['steady_slots']} slots, {r['steady_blocks']} blocks)",
                      f"{r['block_ms_p50_steady']}/{r['block_ms_p99_steady']}", video, r["tflop_per_s_steady"],
-                     split, r.get("setup_s", "-")])
+                     split, ms, r.get("setup_s", "-"), r.get("compiled_graphs", "-")])
     print("bench generate (latent frames/s; first = from an empty memory; steady = every block at the most slots)")
     widths = [max(len(str(x)) for x in col) for col in zip(gen, *rows)] if rows else [len(g) for g in gen]
     print(row(gen, widths))

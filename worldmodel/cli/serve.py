@@ -50,6 +50,9 @@ def register(sub):
     p.add_argument("--no-warmup", action="store_true", help="skip the warm-up block before serving")
     p.add_argument("--no-batching", action="store_true",
                    help="step each client's session alone, even when several steps arrive together")
+    p.add_argument("--compile", action="store_true",
+                   help="cudagraph: torch.compile the transformers' token paths before capture, so the graphs "
+                   "replay fused kernels (worldmodel/model/fused.py; adds compile time at start)")
     p.set_defaults(func=run)
 
 
@@ -65,6 +68,9 @@ def build_backend(args) -> tuple[object, str, str]:
     from worldmodel.config import preset
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    compiled = {"compile": True} if getattr(args, "compile", False) else {}  # (callers may build args by hand)
+    if compiled and args.backend != "cudagraph":
+        raise ValueError(f"--compile is for the cudagraph backend, not {args.backend}")
     cache = args.export_cache
     if cache and args.backend not in EXPORTED:
         raise ValueError(f"--export-cache is for the {' and '.join(EXPORTED)} backends, not {args.backend}")
@@ -81,9 +87,9 @@ def build_backend(args) -> tuple[object, str, str]:
         folder = tempfile.mkdtemp(prefix=f"magworld-{args.preset}-")
         atexit.register(shutil.rmtree, folder, True)
         WorldModel.random(preset(args.preset)).save(folder)
-        return load_backend(args.backend, folder, device, **extra), f"{args.preset} (random weights)", device
+        return load_backend(args.backend, folder, device, **extra, **compiled), f"{args.preset} (random weights)", device
     checkpoint = args.checkpoint or default_checkpoint(device)
-    backend = load_backend(args.backend, checkpoint, device, **extra)
+    backend = load_backend(args.backend, checkpoint, device, **extra, **compiled)
     return backend, backend.config.name, device
 
 

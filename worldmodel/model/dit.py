@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from worldmodel.actions import ACTION_HIGH, ACTION_LOW
 from worldmodel.config import ModelConfig
-from worldmodel.model.attention import CrossAttention, SelfAttention
+from worldmodel.model.attention import CrossAttention, SelfAttention, attend
 from worldmodel.model.layers import FeedForward, TimeActionEmbedding, init_linear, modulate
 from worldmodel.model.masks import expand_to_tokens, flex_block_mask
 from worldmodel.model.rope import rope_angles, rope_rotation, tracing
@@ -112,37 +112,64 @@ class DiTBlock(nn.Module):
         self.modulation = nn.Parameter(torch.zeros(1, 1, 6, d))
         self.action_in = nn.Linear(d, d) if cfg.action_tokens else None
 
+    # The model's compiled token paths (worldmodel.model.fused.TokenPaths, set by
+    # compile_token_paths on every block), called as f(block, ...); None = these methods.
+    token_paths = None
+
     def forward(self, x, mod, a, rot, context, mask, memory, layer, kv_only: bool = False):
         """x [B, F, N, d] tokens by frame; mod: this layer's six [B, F, 1, d] modulations (shift,
         1 + scale, gate of attention, then of the FFN; CausalDiT.modulations) that broadcast over
         a frame's tokens, or the per-frame e6 [B, F, 6, d] they are made from with this layer's
         own table; a [B, F, d] action features; rot, mask, memory (a MemoryView or None)
         as SelfAttention takes them. Returns x and the layer's k, v [B, F*N, H, D]; with kv_only
-        (None, k, v), and the layer stops there."""
-        b, f, n, d = x.shape
+        (None, k, v), and the layer stops there.
+
+        Three parts: `attention_in` and `attention_out` work token by token (their shapes do not
+        depend on the memory) and are what torch.compile fuses (worldmodel/model/fused.py); the
+        attention between them reads the memory and stays on SDPA."""
         if mod.dim() == 4:  # e6 [B, F, 6, d]: this layer makes its own (under autograd; CausalDiT.forward)
             mod = (self.modulation + mod).unsqueeze(-2).unbind(2)
             mod = (mod[0], mod[1] + 1, mod[2], mod[3], mod[4] + 1, mod[5])
-        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = mod
+        paths = self.token_paths
+        into, out = (DiTBlock.attention_in, DiTBlock.attention_out) if paths is None else paths[:2]
+        x, q, k, v = into(self, x, mod, a, rot, kv_only)
+        if kv_only:
+            return None, k.transpose(1, 2), v.transpose(1, 2)
+        keys, values = (k, v) if memory is None else memory.keys_values(layer, k, v)
+        x = out(self, x, attend(q, keys, values, mask), mod, context)
+        return x, k.transpose(1, 2), v.transpose(1, 2)
+
+    def attention_in(self, x, mod, a, rot, kv_only: bool = False):
+        """Before self-attention, token by token: the action added to the tokens, norm1 and the
+        attention's modulation, the projections. Returns (x, q, k, v), q/k/v heads-first
+        [B, H, F*N, D] (q, k normalised and rotated); q is None with kv_only."""
+        b, f, n, d = x.shape
         if self.action_in is not None:
             x = x + self.action_in(a)[:, :, None]
-        h = modulate(self.norm1(x), shift_a, scale_a).view(b, f * n, d)
+        h = modulate(self.norm1(x), mod[0], mod[1]).view(b, f * n, d)
         if kv_only:
-            k, v = self.self_attn.kv(h, rot)
-            return None, k.transpose(1, 2), v.transpose(1, 2)
-        y, k, v = self.self_attn(h, rot, mask, memory, layer)
-        x = torch.addcmul(x, y.view(b, f, n, d), gate_a)
+            return (x, None, *self.self_attn.kv(h, rot))
+        return (x, *self.self_attn.qkv(h, rot))
+
+    def attention_out(self, x, y, mod, context):
+        """After self-attention (y [B, F*N, H*D], the heads' outputs), token by token: the output
+        projection and its gated residual, cross-attention to the context, the modulated FFN."""
+        b, f, n, d = x.shape
+        x = torch.addcmul(x, self.self_attn.o(y).view(b, f, n, d), mod[2])
         if self.cross_attn is not None:
             if context.dim() == 4:  # per-frame context [B, F, Lc, d]: each frame's tokens read their own
                 y = self.cross_attn(self.norm3(x).flatten(0, 1), context.flatten(0, 1))
             else:
                 y = self.cross_attn(self.norm3(x).view(b, f * n, d), context)
             x = x + y.view(b, f, n, d)
-        x = torch.addcmul(x, self.ffn(modulate(self.norm2(x), shift_f, scale_f)), gate_f)
-        return x, k, v
+        return torch.addcmul(x, self.ffn(modulate(self.norm2(x), mod[3], mod[4])), mod[5])
 
 
 class CausalDiT(nn.Module):
+    # worldmodel.model.fused.TokenPaths once compile_token_paths has compiled this model's token
+    # paths (the blocks' `attention_in`/`attention_out` and `output`); None = eager.
+    token_paths = None
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
@@ -257,7 +284,8 @@ class CausalDiT(nn.Module):
         sharded = hasattr(self.blocks[0].modulation, "placements")
         mods = None if torch.is_grad_enabled() or sharded else self.modulations(e6)
         cos, sin = rope if rope is not None else self.rope_tables(frame_pos)
-        rot = rope_rotation(cos, sin)
+        # the compiled token paths take (cos, sin): inductor does not fuse complex numbers
+        rot = rope_rotation(cos, sin) if self.token_paths is None else (cos, sin)
         context = None
         if cfg.cross_attention:
             if prompt is None:
@@ -285,10 +313,15 @@ class CausalDiT(nn.Module):
         if kv_only:
             return kvs
 
+        v_pred = (CausalDiT.output if self.token_paths is None else self.token_paths.output)(self, tokens, e)
+        return (v_pred, kvs) if return_kv else v_pred
+
+    def output(self, tokens: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """The head, token by token: tokens [B, F, N, d] and the time features e [B, F, d] -> the
+        velocity [B, F, C, h, w]."""
         shift, scale = (self.head_modulation + e[:, :, None, :]).unbind(2)
         out = self.head(modulate(self.head_norm(tokens), shift[:, :, None], 1 + scale[:, :, None]))  # [B, F, N, ph*pw*C]
-        v_pred = self._unpatchify(out, b, f)
-        return (v_pred, kvs) if return_kv else v_pred
+        return self._unpatchify(out, *tokens.shape[:2])
 
     def modulations(self, e6: torch.Tensor) -> torch.Tensor:
         """Every layer's adaLN modulations at once from the per-frame e6 [B, F, 6, d]:
