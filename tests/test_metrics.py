@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -70,3 +71,24 @@ def test_sharpness_is_zero_for_flat_images_and_falls_with_blur():
     # uint8 and float inputs are on one scale
     u = (x * 255).round().to(torch.uint8)
     assert torch.allclose(sharpness(u), sharpness(u.float() / 255), rtol=1e-6)
+
+
+def test_long_inputs_are_measured_in_chunks_with_the_same_results(monkeypatch):
+    from worldmodel import metrics
+    from worldmodel.eval import drift
+
+    g = torch.Generator().manual_seed(3)
+    a = torch.randint(0, 256, (2, 5, 3, 12, 14), dtype=torch.uint8, generator=g)
+    b = torch.randint(0, 256, (2, 5, 3, 12, 14), dtype=torch.uint8, generator=g)
+    whole = metrics.psnr(a, b), metrics.ssim(a, b), metrics.sharpness(a)
+    frames = a.flatten(0, 1).movedim(1, -1).numpy()
+    whole_drift = drift.sharpness(frames), drift.colour_stats(frames)
+    monkeypatch.setattr(metrics, "CHUNK", 3)  # 10 images: chunks of 3, 3, 3, 1
+    monkeypatch.setattr(drift, "CHUNK", 3)
+    for got, want in zip((metrics.psnr(a, b), metrics.ssim(a, b), metrics.sharpness(a)), whole):
+        assert got.shape == (2, 5)
+        torch.testing.assert_close(got, want)
+    for got, want in zip((drift.sharpness(frames), drift.colour_stats(frames)), whole_drift):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    with pytest.raises(ValueError, match="differ in shape"):
+        metrics.psnr(a, b[:1])
