@@ -68,13 +68,15 @@ def build_backend(args) -> tuple[object, str, str]:
     from worldmodel.config import preset
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    compiled = {"compile": True} if getattr(args, "compile", False) else {}  # (callers may build args by hand)
-    if compiled and args.backend != "cudagraph":
+    compile_ = getattr(args, "compile", False)  # (callers may build args by hand)
+    if compile_ and args.backend != "cudagraph":
         raise ValueError(f"--compile is for the cudagraph backend, not {args.backend}")
     cache = args.export_cache
     if cache and args.backend not in EXPORTED:
         raise ValueError(f"--export-cache is for the {' and '.join(EXPORTED)} backends, not {args.backend}")
     extra = {"cache": cache} if cache else {}
+    if compile_:
+        extra["compile"] = True
     if args.backend == "cudagraph":
         # the most steps one batched pass holds: batched graphs are captured for sizes up to it
         from runtime.backends.graph_batch import MAX_BATCH
@@ -87,9 +89,9 @@ def build_backend(args) -> tuple[object, str, str]:
         folder = tempfile.mkdtemp(prefix=f"magworld-{args.preset}-")
         atexit.register(shutil.rmtree, folder, True)
         WorldModel.random(preset(args.preset)).save(folder)
-        return load_backend(args.backend, folder, device, **extra, **compiled), f"{args.preset} (random weights)", device
+        return load_backend(args.backend, folder, device, **extra), f"{args.preset} (random weights)", device
     checkpoint = args.checkpoint or default_checkpoint(device)
-    backend = load_backend(args.backend, checkpoint, device, **extra, **compiled)
+    backend = load_backend(args.backend, checkpoint, device, **extra)
     return backend, backend.config.name, device
 
 
