@@ -222,3 +222,23 @@ def test_keyboard_events_drive_the_live_loop(make):
     ex.run(max_ticks=100000)
     assert (ex.events[-1][1]) == "quit" and not ex.errors
     np.testing.assert_allclose(ex.sent[0], [[R.turn, 0, 0, 0]] * ex.B)
+
+
+def test_play_passes_threads_to_the_runtime_it_starts(monkeypatch):
+    import game.connection
+    from worldmodel.cli import main
+
+    started = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(*args, extra=None, **kwargs):
+        started["extra"] = extra
+        raise Stop  # nothing more is needed: the runtime's command line is made
+
+    monkeypatch.setattr(game.connection, "ServerProcess", fake)
+    with pytest.raises(Stop):
+        main(["play", "--preset", "tiny", "--random-weights", "--device", "cpu", "--threads", "1",
+              "--script", "demo", "--frames", "3"])
+    assert started["extra"] == ["--threads", "1"]
