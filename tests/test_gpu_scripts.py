@@ -62,3 +62,17 @@ def test_a_command_line_that_does_not_parse_fails_the_dry_run(tmp_path):
     assert run.returncode == 2 and "reached the end" in run.stdout  # the script ran on, the parse at exit failed
     assert "does not parse: magworld train teacher --no-such-option 1" in run.stderr
     assert (tmp_path / "parsed.txt").read_text() == "ARGS OK: eval turns\n"
+
+
+def test_commands_started_in_the_background_are_recorded_one_per_line(tmp_path):
+    # Scripts start training in the background (`$MW train … &`); the dry run must record each of
+    # those command lines whole, never two interleaved into one (CI once failed so on session7b.sh).
+    record = tmp_path / "commands.txt"
+    record.touch()
+    args = " ".join(f"--option-{i} value-{i}" for i in range(40))
+    script = "".join(f"bash scripts/gpu/dry_mw.sh cmd{n} {args} &\n" for n in range(32)) + "wait\n"
+    subprocess.run(["bash", "-c", script], cwd=ROOT, env={**os.environ, "DRY_CMDS": str(record)}, check=True,
+                   timeout=120)
+    lines = record.read_text().splitlines()
+    assert sorted(line.split()[0] for line in lines) == sorted(f"cmd{n}" for n in range(32))
+    assert all(line.split()[1:] == args.split() for line in lines)
