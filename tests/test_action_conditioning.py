@@ -69,3 +69,42 @@ def test_context_noise_levels_are_per_block_and_only_on_the_chosen_share(tmp_pat
     ln = stage.sigmas_per_frame(4000, 6, "logit-normal", shift=1.0)
     middle = lambda s: ((s > 0.3) & (s < 0.7)).float().mean()  # noqa: E731
     assert middle(ln) > middle(u) + 0.1
+
+
+def _guided_block(w, actions, seed=3):
+    from worldmodel.rollout import Rollout
+
+    cfg = apply_overrides(preset("tiny"), [f"sampler.action_guidance={w}", "memory.strategy=full"])
+    torch.manual_seed(0)
+    net = CausalDiT(cfg.model).eval()
+    with torch.no_grad():
+        for block in net.blocks:
+            block.modulation.normal_(0, 0.5)
+        net.head.weight.normal_(0, 0.1)
+    roll = Rollout(net, cfg.sampler, cfg.memory)
+    m = cfg.model
+    noise = torch.randn(1, m.block_frames, m.latent_channels, m.latent_height, m.latent_width,
+                        generator=torch.Generator().manual_seed(seed))
+    return roll.generate(actions, noise=noise, generator=torch.Generator().manual_seed(seed)), roll
+
+
+def test_action_guidance_moves_a_turn_away_from_still_and_leaves_still_alone():
+    m = preset("tiny").model
+    turn = torch.zeros(1, m.block_frames, m.action_dim)
+    turn[..., 0] = 11.25
+    still = torch.zeros_like(turn)
+    plain, _ = _guided_block(1.0, turn)
+    guided, roll = _guided_block(2.0, turn)
+    assert roll.action_guidance == 2.0
+    assert (guided - plain).abs().mean() > 1e-3 * plain.abs().mean()
+    # w = 0 is the still prediction whatever the keys say; w changes nothing for a still block
+    assert torch.allclose(_guided_block(0.0, turn)[0], _guided_block(1.0, still)[0], atol=1e-5)
+    assert torch.equal(_guided_block(3.0, still)[0], _guided_block(1.0, still)[0])
+
+
+def test_action_guidance_outside_its_range_is_refused():
+    import pytest
+
+    for bad in ("-1", "11", "nan"):
+        with pytest.raises(ValueError, match="action_guidance"):
+            apply_overrides(preset("tiny"), [f"sampler.action_guidance={bad}"])

@@ -126,10 +126,16 @@ class SamplerConfig:
     shift: float = 5.0  # timestep shift: sigma' = shift*s / (1 + (shift-1)*s)
     num_train_timesteps: int = 1000
     teacher_steps: int = 20  # steps of the multi-step teacher's sampler
+    # Action guidance: each step's velocity is v(still) + w * (v(actions) - v(still)), "still" being
+    # the all-zero action; 1 = off. w > 1 exaggerates what the keys change. Costs a second pass for
+    # every block with a key pressed (a still block is the same either way).
+    action_guidance: float = 1.0
 
     def __post_init__(self):
         self.timesteps = tuple(int(t) for t in self.timesteps)
         _at_least(self, "sampler", 1, "num_train_timesteps", "teacher_steps")
+        if not (math.isfinite(self.action_guidance) and 0 <= self.action_guidance <= 10):
+            raise ValueError(f"sampler.action_guidance must be in [0, 10] (1 = off), got {self.action_guidance}")
         if not self.timesteps or not all(0 < t <= self.num_train_timesteps for t in self.timesteps):
             raise ValueError(f"sampler.timesteps must be a non-empty list in (0, {self.num_train_timesteps}], "
                              f"got {list(self.timesteps)}")

@@ -57,6 +57,7 @@ class Rollout:
         self.pack_state: torch.Tensor | None = None  # ψ [B, M, text_dim]; set by the session's first block
         self.sigmas = step_sigmas(sampler)
         self.euler_sigmas = teacher_sigmas(sampler, euler_steps) if euler_steps else None
+        self.action_guidance = float(sampler.action_guidance)
         self.batch = batch
         device = next(generator.parameters()).device
         self.memory = KVMemory(self.cfg, capacity or memory.capacity_frames, batch, dtype, device)
@@ -109,8 +110,18 @@ class Rollout:
         prompt, state = self._context(self.generator.prompt_for_scenes(scene, b))
         rope = self.generator.rope_tables(pos)  # shared by every step of the block
 
-        def velocity(x, s):
-            return self.generator(x, s * 1000.0, actions, pos, prompt, memory=view, rope=rope, validate=False)
+        def conditioned(x, s, a):
+            return self.generator(x, s * 1000.0, a, pos, prompt, memory=view, rope=rope, validate=False)
+
+        w = self.action_guidance
+        still = torch.zeros_like(actions)
+        if w == 1.0 or torch.equal(actions, still):
+            def velocity(x, s):
+                return conditioned(x, s, actions)
+        else:
+            def velocity(x, s):  # action guidance (SamplerConfig.action_guidance)
+                v_still = conditioned(x, s, still)
+                return v_still + w * (conditioned(x, s, actions) - v_still)
 
         if self.euler_sigmas is not None:
             x0 = euler_block(velocity, noise, self.euler_sigmas)

@@ -24,8 +24,10 @@ from worldmodel.rollout import Rollout
 
 def batch_key(roll: Rollout):
     """Rollouts with equal keys can be stepped together; None: this one always steps alone
-    (a batch of its own, the multi-step teacher sampler, or a long-term state of its own)."""
-    if roll.batch != 1 or roll.euler_sigmas is not None or getattr(roll, "semantic_pack", None) is not None:
+    (a batch of its own, the multi-step teacher sampler, a long-term state of its own, or action
+    guidance, whose second pass `generate_together` does not make)."""
+    if (roll.batch != 1 or roll.euler_sigmas is not None or getattr(roll, "semantic_pack", None) is not None
+            or getattr(roll, "action_guidance", 1.0) != 1.0):
         return None
     return (id(roll.generator), id(roll.memory_model), roll.strategy.writer, tuple(roll.strategy.kept_frames()),
             tuple(roll.sigmas), roll.memory.k.dtype, str(roll.device))

@@ -168,6 +168,9 @@ class GraphSession(EngineSession):
                                self.device)
         self.prompts = {k: v.to(self.device) for k, v in prompts.items()}
         self.sigmas = step_sigmas(config.sampler)
+        if config.sampler.action_guidance != 1.0:
+            raise ValueError(f"sampler.action_guidance {config.sampler.action_guidance}: the exported graphs run one "
+                             "pass per step; serve this bundle with --backend torch, or set it to 1")
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self._next_frame = 0
 

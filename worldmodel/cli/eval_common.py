@@ -30,6 +30,9 @@ def add_predictor_args(p):
                    help="Euler steps of the teacher's sampler (default: its config's sampler.teacher_steps)")
     p.add_argument("--strategy", default="full", help="memory strategy of the generator (default full; the teacher "
                    "always attends to the full history, as it was trained)")
+    p.add_argument("--action-guidance", type=float, default=None, metavar="W",
+                   help="sample every predictor with action guidance W: v(still) + W (v(actions) - v(still)); "
+                   "1 = off (default: each config's sampler.action_guidance)")
 
 
 def load_predictors(args):
@@ -59,7 +62,7 @@ def load_predictors(args):
     predictors = {}
     if model is not None:
         _check_latents(model.config.model, ae.config, args.checkpoint)
-        predictors["generator (4 steps)"] = model.rollout(args.strategy)
+        predictors["generator (4 steps)"] = _guided(model.rollout(args.strategy), args)
     if args.teacher is not None:
         tdir = ckpt.resolve_checkpoint(args.teacher)
         tcfg = ckpt.load_config(tdir)  # the teacher's own sizes: it may be a different model from the generator
@@ -75,8 +78,17 @@ def load_predictors(args):
         memory = tcfg.memory.__class__(**{**tcfg.memory.__dict__, "strategy": "full"})
         if model is None:
             model = WorldModel(tcfg, ae, teacher).eval()
-        predictors[f"teacher ({steps} steps)"] = Rollout(teacher, tcfg.sampler, memory, euler_steps=steps)
+        predictors[f"teacher ({steps} steps)"] = _guided(Rollout(teacher, tcfg.sampler, memory, euler_steps=steps), args)
     return model, predictors
+
+
+def _guided(rollout, args):
+    w = getattr(args, "action_guidance", None)
+    if w is not None:
+        if not 0 <= w <= 10:
+            raise ValueError(f"--action-guidance must be in [0, 10] (1 = off), got {w}")
+        rollout.action_guidance = float(w)
+    return rollout
 
 
 def predictor_source(args) -> dict:
