@@ -147,6 +147,7 @@ class Explorer:
         self.paused = self.help = False
         self.memory: MemoryView | None = None
         self.memory_closed: MemoryView | None = None  # the view last closed: its decoded slots are kept
+        self.revisit_view: tuple[dict, np.ndarray] | None = None  # (revisit report, its slot decoded [H, W, 3])
         self.recorder: Recorder | None = None
         self.recording_since = 0.0
         self.stats = hud.Stats(bytes_per_slot=self.info.bytes_per_slot)
@@ -326,14 +327,20 @@ class Explorer:
                     self.queue.append((frame, None if data is None else data[i], result.revisit if i == last else None))
                 if result.revisit:
                     self.events.append((self.tick, "revisit"))
+                    if "slot" in result.revisit:  # the memory's own view of that place, drawn beside the new one
+                        self._submit("revisit-view", self.conn.decode_slot, result.revisit["slot"], data=result.revisit)
             elif kind == "reset":
                 self.events.append((self.tick, "session"))
             elif kind == "slots" and self.memory is not None:
                 self.memory.update_slots(result)
             elif kind == "decode" and (self.memory or self.memory_closed) is not None:
                 (self.memory or self.memory_closed).add(data, result)  # also when closed meanwhile
+            elif kind == "revisit-view":
+                self.revisit_view = (data, result[-1])  # the decoded block's last frame is the slot's
 
     def _failed(self, kind: str, e: Exception) -> None:
+        if kind == "revisit-view":
+            return  # the slot was evicted before it could be decoded: the banner shows without the inset
         msg = f"{kind} failed: {e}"
         self.errors.append(msg)
         self.stats.error = msg
@@ -400,6 +407,8 @@ class Explorer:
                            hud.quality_color(self.stats.truth_psnr))
         if self.stats.showing_revisit(self.frames_shown):
             hud.draw_revisit(s, self.fonts, rects[0], self.stats)
+            if self.revisit_view is not None and self.revisit_view[0] is self.stats.revisit:
+                hud.draw_remembered(s, self.fonts, rects[0], self.revisit_view[0], self.revisit_view[1])
         flags = {"paused": self.paused, "source": getattr(self, "source", "?"), "truth": self.truth is not None}
         hud.draw_bar(s, self.fonts, bar, self.stats, self.info, flags)
         if self.recorder is not None:

@@ -10,6 +10,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
 import pygame
 
 from game.keymap import HELP_LINES
@@ -200,6 +201,19 @@ def draw_revisit(surface, fonts: Fonts, rect: pygame.Rect, stats: Stats) -> None
     box = banner.get_rect(midtop=(rect.centerx, rect.y + 6)).inflate(12, 6)
     pygame.draw.rect(surface, color, box)
     surface.blit(banner, banner.get_rect(center=box.center))
+
+
+def draw_remembered(surface, fonts: Fonts, rect: pygame.Rect, report: dict, frame: np.ndarray) -> None:
+    """The memory's decoded view of the revisited slot, [H, W, 3] uint8, as an inset a third of the
+    dream panel's size in its lower right corner, so the remembered place and the new view are side
+    by side."""
+    w, h = rect.width // 3, rect.height // 3
+    box = pygame.Rect(rect.right - w - 8, rect.bottom - h - 8 - fonts.small.get_linesize(), w, h)
+    surf = pygame.surfarray.make_surface(np.ascontiguousarray(frame.swapaxes(0, 1)))
+    pygame.draw.rect(surface, quality_color((report.get("vs_memory_decoded") or {}).get("psnr")), box.inflate(6, 6), 3)
+    surface.blit(pygame.transform.scale(surf, box.size), box)
+    label = fonts.small.render(f"MEMORY slot {report.get('slot')}, decoded", True, WHITE)
+    surface.blit(label, label.get_rect(bottomright=(box.right, box.y - 4)))
 
 
 def draw_label(surface, fonts: Fonts, rect: pygame.Rect, label: str, color=WHITE) -> None:

@@ -203,6 +203,18 @@ def test_turning_back_to_a_remembered_view_shows_the_revisit_score(make):
     report = ex.stats.revisit
     assert report["frames_away"] > 0 and report["angle_difference"] <= 20
     assert report["vs_remembered_frame"]["ssim"] <= 1
+    # the memory's decoded view of that slot came back for the inset beside the new view
+    shown, frame = ex.revisit_view
+    assert shown is report and frame.shape == (ex.info.height, ex.info.width, 3) and frame.dtype == np.uint8
+    import pygame
+
+    ex._draw()
+    _, rects, _ = ex._layout()
+    r = rects[0]
+    w, h = r.width // 3, r.height // 3
+    y = r.bottom - h - 8 - ex.fonts.small.get_linesize()
+    inset = pygame.surfarray.array3d(ex.screen)[r.right - w - 8:r.right - 8, y:y + h].swapaxes(0, 1)
+    assert np.abs(inset.mean((0, 1)) - frame.mean((0, 1))).max() < 3  # the decoded slot, scaled, is there
 
 
 def test_keyboard_events_drive_the_live_loop(make):

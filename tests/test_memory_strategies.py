@@ -109,3 +109,19 @@ def test_a_block_larger_than_the_cache_is_refused_cleanly(tiny):
     with pytest.raises(KVMemoryError, match="needs at least 3 slots"):
         roll.generate(torch.zeros(1, 3, 4))
     assert roll.memory.num_used == 0
+
+
+@pytest.mark.parametrize("strategy, reader", [("window", "generator"), ("full", "generator"), ("mag", "memory model")])
+def test_a_slot_is_decoded_by_the_network_that_wrote_it(tiny, strategy, reader):
+    from worldmodel.rollout import decode_slot_latents
+
+    tiny.memory.strategy = strategy
+    generator, memory_model = tiny_model(tiny, seed=0), tiny_model(tiny, seed=1)
+    roll = Rollout(generator, tiny.sampler, tiny.memory, memory_model)
+    for _ in range(2):
+        roll.generate(torch.zeros(1, 3, 4), generator=torch.Generator().manual_seed(0))
+    slot = int(roll.memory.used_slots()[-1])
+    decoded = decode_slot_latents(roll, slot, torch.Generator().manual_seed(5))
+    net = generator if reader == "generator" else memory_model
+    roll.generator = roll.memory_model = net  # either way the same network reads: the reference
+    assert torch.equal(decoded, decode_slot_latents(roll, slot, torch.Generator().manual_seed(5)))

@@ -50,6 +50,8 @@ def observe_then_step_alike(a, b):
         actions, poses = random_block(rng)
         assert_same_frames(a.step(actions, poses, None), b.step(actions, poses, None))
     assert_same_memory(a, b, atol=1e-3)
+    slot = int(a.memory_state()["slots"][-1]["slot"])
+    assert_same_frames(a.decode_slot(slot), b.decode_slot(slot))  # read back by the same network
 
 
 def test_bad_actions_leave_the_session_unchanged():

@@ -218,7 +218,8 @@ class Rollout:
 
 def decode_slot_latents(rollout: Rollout, slot: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """The memory's own view of a place: denoise a block from noise seeing only the compressed
-    memory up to and including `slot` (as the memory model was trained to). Returns the latents
+    memory up to and including `slot` (as the memory model was trained to), by the network that
+    wrote the memory. Returns the latents
     of the block that ends at the slot's frame, [B, Bf, C, h, w]; its last frame is the slot's.
     """
     memory, cfg = rollout.memory, rollout.cfg
@@ -228,7 +229,10 @@ def decode_slot_latents(rollout: Rollout, slot: int, generator: torch.Generator 
     earlier = [s for s in memory.used_slots() if memory.frame[s] <= frame]
     budget = rollout.strategy.cfg.attention_budget
     view = memory.view(earlier[-budget:])
-    decoder = rollout.memory_model if rollout.memory_model is not None else rollout.generator
+    # The network that wrote the slots reads them back: the memory model for `mag` (trained to), the
+    # generator for the strategies it writes itself. The memory model reading the generator's K/V
+    # decoded `window` slots 3.5 dB worse (22.3 against 25.8 dB on 72 held-out slots, session 10).
+    decoder = rollout.memory_model if rollout.strategy.writer == "memory_model" else rollout.generator
     b, bf = rollout.batch, cfg.block_frames
     pos = torch.arange(frame - bf + 1, frame + 1, device=rollout.device)
     actions = torch.zeros(b, bf, cfg.action_dim, device=rollout.device)

@@ -280,7 +280,7 @@ class GraphSession(EngineSession):
     @torch.no_grad()
     def decode_slot(self, slot):
         # As worldmodel.rollout.decode_slot_latents: denoise the block ending at the slot's frame
-        # from noise, seeing only the memory up to that slot, with the memory model if there is one.
+        # from noise, seeing only the memory up to that slot, by the network that wrote the memory.
         memory, cfg = self.memory, self.cfg
         if not 0 <= slot < memory.capacity or memory.frame[slot] < 0:
             raise ValueError(f"slot {slot} holds nothing (used slots: {memory.used_slots().tolist()})")
@@ -290,7 +290,8 @@ class GraphSession(EngineSession):
         bf = cfg.block_frames
         pos = torch.arange(frame - bf + 1, frame + 1, device=self.device)
         actions = torch.zeros(1, bf, cfg.action_dim, device=self.device)
-        graph, net = ("memory_step", "memory_model") if "memory_step" in self.io else ("generator_step", "generator")
+        by_memory_model = self.strategy.writer == "memory_model" and "memory_step" in self.io
+        graph, net = ("memory_step", "memory_model") if by_memory_model else ("generator_step", "generator")
         noise = torch.randn((1, bf, cfg.latent_channels, cfg.latent_height, cfg.latent_width),
                             generator=self.generator, device=self.device)
         return self._decode(self._denoise(graph, noise, actions, pos, self._prompt(net, None)))
