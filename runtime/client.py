@@ -100,6 +100,9 @@ class Client:
         if self.identity is not None:
             self.sock.setsockopt(zmq.ROUTING_ID, self.identity)
         self.sock.setsockopt(zmq.LINGER, 0)
+        # A send can block too: a REQ socket whose connection was torn down (a CURVE handshake the
+        # server refused, say) has no peer to queue to until it reconnects. Bound it like the reply.
+        self.sock.setsockopt(zmq.SNDTIMEO, self.timeout_ms)
         if self.curve_server_key is not None:
             public, secret = self.curve_client_keys or zmq.curve_keypair()
             self.sock.curve_publickey, self.sock.curve_secretkey = public, secret
@@ -116,8 +119,12 @@ class Client:
         if payload is not None:
             parts.append(payload)
         for attempt in range(self.retries + 1):
-            self.sock.send_multipart(parts)
-            if self.sock.poll(self.timeout_ms, zmq.POLLIN):
+            try:
+                self.sock.send_multipart(parts)
+                sent = True
+            except zmq.Again:  # no peer to send to within the timeout: a try that failed
+                sent = False
+            if sent and self.sock.poll(self.timeout_ms, zmq.POLLIN):
                 reply = self.sock.recv_multipart()
                 head = json.loads(reply[0])
                 if head.get("status") != "ok":

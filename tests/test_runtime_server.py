@@ -247,3 +247,29 @@ def test_curve_encrypted_server_with_an_allow_list(checkpoint, tmp_path):
             stranger.close_socket()
     finally:
         srv.kill()
+
+
+def test_a_send_that_cannot_go_out_is_a_failed_try_not_a_hang():
+    # A REQ socket with no peer to queue to (its connection torn down, as after a refused CURVE
+    # handshake) blocks on send; the client bounds that as it bounds the wait for a reply. Here the
+    # socket may only send to peers whose connection is complete (IMMEDIATE) and nothing listens.
+    import time
+
+    import zmq
+
+    c = Client("tcp://127.0.0.1:9", timeout_s=0.3, retries=1)
+    connect = c._connect
+
+    def immediate():
+        connect()
+        c.sock.setsockopt(zmq.IMMEDIATE, 1)
+        c.sock.disconnect("tcp://127.0.0.1:9")
+        c.sock.connect("tcp://127.0.0.1:9")
+
+    c._connect = immediate
+    immediate()
+    start = time.monotonic()
+    with pytest.raises(ServerUnavailable, match="after 2 tries"):
+        c.info()
+    assert time.monotonic() - start < 5
+    c.close_socket()
