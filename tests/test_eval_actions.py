@@ -102,6 +102,40 @@ def test_turn_eval_tells_a_reacting_predictor_from_one_that_ignores_the_keys(mod
     assert s["ignores"]["left_vs_right_psnr"] == 60 and s["ignores"]["delta_db"] == 0 and s["ignores"]["ignores_actions"]
     assert len(res["per_case"][0]["predictors"]["reacts"]["psnr_vs_engine"]["left"]) == 6
     assert s["copy-last"]["psnr_vs_engine"]["still"] > s["copy-last"]["psnr_vs_engine"]["left"]
+    # the geometric yardstick: the last frame turned by the engine's yaw follows the turn
+    turn = s["turn-last"]
+    assert turn["delta_db"] > 0.5 and turn["psnr_turns_vs_engine"] > s["copy-last"]["psnr_turns_vs_engine"]
+    assert turn["psnr_vs_engine"]["still"] == s["copy-last"]["psnr_vs_engine"]["still"]
+
+
+def test_turning_a_frame_moves_its_columns_the_way_the_view_turns():
+    from worldmodel.eval.reprojection import turn_frame, yaw_change
+
+    frame = np.zeros((4, 160, 3), np.uint8)
+    frame[:, 80] = 255  # a bright column just right of the centre
+    assert np.array_equal(turn_frame(frame, 0.0), frame)
+    moved = lambda yaw: int(turn_frame(frame, yaw)[0, :, 0].argmax())  # noqa: E731
+    assert moved(10.0) > 80 > moved(-10.0)  # turning left brings what was left to the centre
+    assert moved(10.0) - 80 == pytest.approx(80 * np.tan(np.radians(10)), abs=1.5)  # f = 80 px at 90°
+    assert yaw_change(np.array([[0, 0, 0, 350.0, 0], [0, 0, 0, 20.0, 0]]), np.array([0, 0, 0, 10.0, 0])).tolist() \
+        == [-20.0, 10.0]
+
+
+def test_the_engines_field_of_view_is_the_one_the_yardstick_assumes():
+    from worldmodel.eval.reprojection import turn_frame, yaw_change
+
+    cases = make_turn_cases(2, 3, 1, 3, 11.25, 120, 160, seed=5)
+
+    def score(fov):
+        out = []
+        for case in cases:
+            for b in ("left", "right"):
+                yaw = yaw_change(case.poses[b][:1], case.context_poses[-1])[0]
+                guess = turn_frame(case.context[-1], yaw, fov).astype(np.float64)
+                out.append(-((guess - case.frames[b][0]) ** 2).mean())
+        return np.mean(out)
+
+    assert score(90) > max(score(75), score(105))
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +164,7 @@ def test_a_teacher_alone_is_evaluated_by_next_block_and_turns(teacher_run, tmp_p
                  "--context-blocks", "1", "--turn-frames", "3", "--teacher-steps", "2", "--device", "cpu",
                  "--out", str(tmp_path / "turns")]) == 0
     detail = json.loads((tmp_path / "turns" / "turns.json").read_text())
-    assert set(detail["summary"]) == {"teacher (2 steps)", "copy-last", "engine"}
+    assert set(detail["summary"]) == {"teacher (2 steps)", "copy-last", "turn-last", "engine"}
     from PIL import Image
 
     strip = Image.open(tmp_path / "turns" / "turns_strip.png")

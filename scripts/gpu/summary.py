@@ -14,8 +14,18 @@ if kind == "next-block":
 elif kind == "turns":
     # per predictor: PSNR over the turn frames with the true and mirrored turns, and over the first
     # block of the turn alone (where the engine mostly slides the view)
+    if "per_case" not in r and r.get("details"):  # --json holds the summary; the per-case file beside it
+        try:
+            r["per_case"] = json.load(open(r["details"]))["per_case"]
+        except (OSError, ValueError, KeyError):
+            pass
+    mean = lambda xs: sum(xs) / max(len(xs), 1)  # noqa: E731
+    if "turn-last" in r["summary"]:
+        v = r["summary"]["turn-last"]
+        print(f"{path} turn-last (the last frame turned by the engine's yaw): turns {v['psnr_turns_vs_engine']:.2f} "
+              f"mirrored {v['psnr_mirrored_vs_engine']:.2f} delta {v['delta_db']:+.2f} dB")
     for name, v in r["summary"].items():
-        if "psnr_turns_vs_engine" not in v or "delta_db" not in v:
+        if "left_vs_right_psnr" not in v:  # the yardsticks
             continue
         first = {k: [] for k in ("true", "mirrored")}
         for case in r.get("per_case", []):
@@ -25,7 +35,6 @@ elif kind == "turns":
                 first["mirrored"] += p.get("psnr_mirrored_vs_engine", {}).get(side, [])[:3]
         copy = [x for case in r.get("per_case", []) for side in ("left", "right")
                 for x in case.get("copy-last", {}).get(side, [])[:3]]
-        mean = lambda xs: sum(xs) / max(len(xs), 1)  # noqa: E731
         print(f"{path} {name}: turns {v['psnr_turns_vs_engine']:.2f} mirrored {v['psnr_mirrored_vs_engine']:.2f} "
               f"delta {v['delta_db']:+.2f} dB; first block {mean(first['true']):.2f} mirrored "
               f"{mean(first['mirrored']):.2f} copy-last {mean(copy):.2f}; left vs right {v['left_vs_right_psnr']:.1f} dB")

@@ -8,7 +8,9 @@ deterministic without monsters). The model observes the context and generates ea
 its actions with the same noise, so the branches differ only by what the actions do.
 
 Scored per predictor, over cases:
-  psnr vs engine     per branch, per frame (and copy-last: the last context frame, same frames)
+  psnr vs engine     per branch, per frame (and two yardsticks on the same frames: copy-last, the
+                     last context frame; turn-last, that frame turned by the engine's yaw, which
+                     gets the geometry right and invents nothing: worldmodel/eval/reprojection.py)
   delta_db           PSNR(model's left vs engine left) − PSNR(model's right vs engine left), and
                      the same for right: true − mirrored turns, > 0 when the model follows the keys
   left_vs_right_psnr PSNR between the model's left and right generations: >= 50 dB means the
@@ -31,6 +33,7 @@ from worldmodel.data.splits import heldout_maps, parse_map
 from worldmodel.eval.counterfactual import IGNORES_ACTIONS_DB, PSNR_CAP, TURN_COMPONENTS
 from worldmodel.eval.engine_view import at_model_size, engine_settings
 from worldmodel.eval.prediction import continue_from
+from worldmodel.eval.reprojection import turned_last_frame
 from worldmodel.metrics import psnr, sharpness
 from worldmodel.rollout import Rollout
 
@@ -150,9 +153,12 @@ def turn_eval(model: WorldModel, predictors: dict[str, Rollout], cases: list[Tur
         ctx_actions = torch.from_numpy(case.context_actions)
         ctx_poses = torch.from_numpy(case.context_poses)
         last = case.context[-1:]
+        turned = {b: turned_last_frame(case.context[-1], case.poses[b], case.context_poses[-1]) for b in BRANCHES}
         row = {"map": case.map, "seed": case.seed, "predictors": {},
                "copy-last": {b: _psnr(np.repeat(last, len(case.frames[b]), 0), case.frames[b]).tolist()
                              for b in BRANCHES},
+               "turn-last": {b: _psnr(turned[b], case.frames[b]).tolist() for b in BRANCHES},
+               "turn-last_mirrored": {b: _psnr(turned[MIRROR[b]], case.frames[b]).tolist() for b in MIRROR},
                "engine_sharpness": float(np.mean([_sharpness(case.frames[b]) for b in BRANCHES]))}
         gens = {}
         for name, roll in predictors.items():
@@ -193,6 +199,11 @@ def _summary(per_case: list[dict], names: list[str]) -> dict:
         }
     out["copy-last"] = {"psnr_vs_engine": {b: mean([r["copy-last"][b] for r in per_case]) for b in BRANCHES},
                         "psnr_turns_vs_engine": mean([r["copy-last"][b] for r in per_case for b in MIRROR])}
+    deltas = [np.mean(r["turn-last"][b]) - np.mean(r["turn-last_mirrored"][b]) for r in per_case for b in MIRROR]
+    out["turn-last"] = {"psnr_vs_engine": {b: mean([r["turn-last"][b] for r in per_case]) for b in BRANCHES},
+                        "psnr_turns_vs_engine": mean([r["turn-last"][b] for r in per_case for b in MIRROR]),
+                        "psnr_mirrored_vs_engine": mean([r["turn-last_mirrored"][b] for r in per_case for b in MIRROR]),
+                        "delta_db": float(np.mean(deltas)), "true_better_fraction": float(np.mean(np.array(deltas) > 0))}
     out["engine"] = {"sharpness": engine_sharp}
     return out
 
