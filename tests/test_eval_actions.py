@@ -168,7 +168,7 @@ def test_a_teacher_alone_is_evaluated_by_next_block_and_turns(teacher_run, tmp_p
     from PIL import Image
 
     strip = Image.open(tmp_path / "turns" / "turns_strip.png")
-    assert strip.width > 4 * 32 and strip.height > 5 * 24  # 5 rows of 1 + 3 frames, with labels
+    assert strip.width > 4 * 32 and strip.height > 7 * 24  # 7 rows of 1 + 3 frames, with labels
 
 
 def test_a_teacher_without_an_autoencoder_is_refused_in_one_line(teacher_run):

@@ -209,15 +209,18 @@ def _summary(per_case: list[dict], names: list[str]) -> dict:
 
 
 def save_strip(cases: list[TurnCase], generated: list[dict], path, strip_cases: int = 1) -> None:
-    """A PNG per the first `strip_cases` cases, stacked: rows engine left / <each predictor> left /
-    engine right / <each predictor> right / <each predictor> still; columns: the last context
+    """A PNG per the first `strip_cases` cases, stacked: rows engine left / turn-last left / <each
+    predictor> left / engine right / turn-last right / <each predictor> right / <each predictor> still; columns: the last context
     frame, then the branch's frames. Row names are written in a margin on the left."""
     from PIL import Image, ImageDraw
 
     blocks = []
     for case, gens in list(zip(cases, generated))[:strip_cases]:
-        rows = [("engine left", case.frames["left"])] + [(f"{n} left", g["left"]) for n, g in gens.items()]
-        rows += [("engine right", case.frames["right"])] + [(f"{n} right", g["right"]) for n, g in gens.items()]
+        turned = {b: turned_last_frame(case.context[-1], case.poses[b], case.context_poses[-1]) for b in MIRROR}
+        rows = [("engine left", case.frames["left"]), ("turn-last left", turned["left"])]
+        rows += [(f"{n} left", g["left"]) for n, g in gens.items()]
+        rows += [("engine right", case.frames["right"]), ("turn-last right", turned["right"])]
+        rows += [(f"{n} right", g["right"]) for n, g in gens.items()]
         rows += [(f"{n} still", g["still"]) for n, g in gens.items()]
         blocks.append((case.map, [(label, np.concatenate([case.context[-1:], f], 0)) for label, f in rows]))
     h, w = cases[0].context.shape[1:3]
