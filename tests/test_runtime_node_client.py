@@ -40,3 +40,28 @@ def test_node_client_runs_a_session(node_client, tmp_path):
     assert summary["decoded_shape"] == [3, 24, 32, 3] and summary["decoded_bytes"] == 3 * 24 * 32 * 3
     assert summary["bad_action_code"] == "bad_shape" and summary["closed"] is True
     assert "session s1 opened" in srv.log() and "closed by its client" in srv.log()
+
+
+def test_node_client_gives_up_on_a_send_that_cannot_go_out(node_client, tmp_path):
+    # As the Python client: a socket with no peer to queue to (here: only completed connections
+    # count, and nothing listens) must fail the try after its timeout, not wait forever.
+    script = tmp_path / "stuck.js"
+    script.write_text(f"""
+const {{ MagworldClient }} = require({json.dumps(str(NODE_DIR / "client.js"))});
+class Immediate extends MagworldClient {{
+  _connect() {{  // the client's own socket and timeouts, made to queue to completed connections only
+    super._connect();
+    this.socket.disconnect(this.endpoint);
+    this.socket.immediate = true;
+    this.socket.connect(this.endpoint);
+  }}
+}}
+const start = Date.now();
+new Immediate("tcp://127.0.0.1:9", {{ timeoutMs: 300, retries: 1 }}).info().then(
+  () => {{ console.log("unexpected reply"); process.exit(1); }},
+  (e) => {{ console.log(JSON.stringify({{ message: e.message, ms: Date.now() - start }})); process.exit(0); }});
+""")
+    out = subprocess.run(["node", str(script)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "after 2 tries" in result["message"] and result["ms"] < 5000

@@ -31,7 +31,8 @@ class MagworldClient {
 
   _connect() {
     // A fresh routing id per socket: the session follows the token, not the connection.
-    this.socket = new zmq.Dealer({ linger: 0, receiveTimeout: this.timeoutMs });
+    // Sends are bounded too: a socket with no peer to queue to (its connection torn down) waits on send.
+    this.socket = new zmq.Dealer({ linger: 0, receiveTimeout: this.timeoutMs, sendTimeout: this.timeoutMs });
     this.socket.connect(this.endpoint);
   }
 
@@ -43,8 +44,8 @@ class MagworldClient {
     const parts = [Buffer.from(JSON.stringify(full))];
     if (payload) parts.push(payload);
     for (let attempt = 0; attempt <= this.retries; attempt++) {
-      await this.socket.send(parts);
       try {
+        await this.socket.send(parts);
         for (;;) {
           const [head, ...rest] = await this.socket.receive();
           const reply = JSON.parse(head.toString("utf8"));
