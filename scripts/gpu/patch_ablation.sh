@@ -1,10 +1,10 @@
 # GPU, issue 11: do finer tokens let the teacher slide the view when it turns? One H200, about
 # 9.5 minutes. Three doom-gpu teachers from scratch, side by side on the one GPU, the same number
 # of steps each (the GPU is shared, so compare them at equal steps, not equal minutes):
-#   patch 1x3x2: 5x10 = 50 tokens a frame (the shipped shape; a token covers 24x32 pixels)
+#   patch 1x3x2: 5x10 = 50 tokens a frame (the shipped shape; a token covers 24x16 pixels)
 #   patch 1x5x1: 3x20 = 60 tokens, each 40x8 pixels: fine across, where a turn moves the view
 #   patch 1x3x1: 5x20 = 100 tokens, each 24x8 pixels
-# (a turn of 11.25 degrees a frame moves the view about 20 pixels), on the latents of the
+# (a turn of 11.25 degrees a frame moves the centre of the view about 16 pixels: 80 tan 11.25), on the latents of the
 # 16-channel autoencoder checkpoints/ae16-wip (31.74 dB, sharpness 0.177x against the shipped
 # 30.68 dB, 0.049x; session 8, CPU), so that the winner can go on as the next teacher; AE= and
 # AE_SET= pick another (AE=checkpoints/doom-gpu AE_SET= for the shipped 8 channels). Then the turn test of each
