@@ -106,6 +106,9 @@ def test_turn_eval_tells_a_reacting_predictor_from_one_that_ignores_the_keys(mod
     turn = s["turn-last"]
     assert turn["delta_db"] > 0.5 and turn["psnr_turns_vs_engine"] > s["copy-last"]["psnr_turns_vs_engine"]
     assert turn["psnr_vs_engine"]["still"] == s["copy-last"]["psnr_vs_engine"]["still"]
+    for row in ("reacts", "ignores"):  # the implied turn is reported beside the engine's
+        assert len(s[row]["implied_yaw"]["left"]) == 3 and s[row]["engine_yaw"]["left"][0] == pytest.approx(11.25, abs=0.5)
+        assert s[row]["turn_followed"] >= 0
 
 
 def test_turning_a_frame_moves_its_columns_the_way_the_view_turns():
@@ -136,6 +139,22 @@ def test_the_engines_field_of_view_is_the_one_the_yardstick_assumes():
         return np.mean(out)
 
     assert score(90) > max(score(75), score(105))
+
+
+def test_the_implied_turn_reads_the_angle_from_the_frames_blurred_or_not():
+    from PIL import Image, ImageFilter
+
+    from worldmodel.eval.reprojection import implied_yaw
+
+    case = make_turn_cases(1, 3, 1, 3, 11.25, 120, 160, seed=6)[0]
+    last = case.context[-1]
+    blur = lambda f: np.asarray(Image.fromarray(f).filter(ImageFilter.GaussianBlur(3)))  # noqa: E731
+    for branch, sign in (("left", 1), ("right", -1)):
+        for t in range(2):
+            want = sign * 11.25 * (t + 1)
+            assert implied_yaw(last, case.frames[branch][t]) == pytest.approx(want, abs=1.6)
+            assert implied_yaw(last, blur(case.frames[branch][t])) == pytest.approx(want, abs=2.3)
+    assert implied_yaw(last, case.frames["still"][0]) == 0.0
 
 
 @pytest.fixture(scope="module")

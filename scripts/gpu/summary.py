@@ -38,6 +38,11 @@ elif kind == "turns":
         print(f"{path} {name}: turns {v['psnr_turns_vs_engine']:.2f} mirrored {v['psnr_mirrored_vs_engine']:.2f} "
               f"delta {v['delta_db']:+.2f} dB; first block {mean(first['true']):.2f} mirrored "
               f"{mean(first['mirrored']):.2f} copy-last {mean(copy):.2f}; left vs right {v['left_vs_right_psnr']:.1f} dB")
+        if "implied_yaw" in v:
+            fmt = lambda ys: "/".join(f"{y:+.1f}" for y in ys)  # noqa: E731
+            print(f"    implied turn, first frames: left {fmt(v['implied_yaw']['left'])} right {fmt(v['implied_yaw']['right'])}"
+                  f" (engine {fmt(v['engine_yaw']['left'])} / {fmt(v['engine_yaw']['right'])}); "
+                  f"turn followed {v['turn_followed']:.2f}")
 elif kind == "memory":
     print(path, {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if "psnr" in k or "ssim" in k})
 else:

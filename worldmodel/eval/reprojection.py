@@ -57,3 +57,22 @@ def yaw_change(poses: np.ndarray, start: np.ndarray) -> np.ndarray:
 def turned_last_frame(last: np.ndarray, poses: np.ndarray, start_pose: np.ndarray) -> np.ndarray:
     """The last frame [H, W, 3] turned to each pose's yaw: [T, H, W, 3] uint8."""
     return np.stack([turn_frame(last, d) for d in yaw_change(poses, start_pose)])
+
+
+IMPLIED_YAW_GRID = np.arange(-45.0, 45.0 + 1e-9, 0.75)  # degrees searched by implied_yaw
+
+
+def implied_yaw(before: np.ndarray, after: np.ndarray, grid: np.ndarray = IMPLIED_YAW_GRID) -> float:
+    """The turn that best explains `after` [H, W, 3] as `before` [H, W, 3] turned: the yaw (degrees,
+    positive = left) in `grid` whose `turn_frame(before, yaw)` is closest to `after` in mean squared
+    error over the columns that were in view. A blurred frame that slides its content by the right
+    angle gets the right yaw, where PSNR would only reward the blur; a frame that does not move
+    gets about 0. Meaningful while a good part of the view is shared (|yaw| up to about 45°)."""
+    b, a = before.astype(np.float32), after.astype(np.float32)
+    best, best_err = 0.0, np.inf
+    for yaw in grid:
+        _, seen = turn_columns(b.shape[1], float(yaw))
+        err = float(((turn_frame(before, float(yaw)).astype(np.float32)[:, seen] - a[:, seen]) ** 2).mean())
+        if err < best_err:
+            best, best_err = float(yaw), err
+    return best

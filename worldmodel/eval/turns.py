@@ -16,6 +16,9 @@ Scored per predictor, over cases:
   left_vs_right_psnr PSNR between the model's left and right generations: >= 50 dB means the
                      turn changes nothing
   sharpness          Laplacian variance of the generated frames over the engine's (ratio)
+  implied turn       the yaw that best explains each of the first IMPLIED_FRAMES frames as the last
+                     context frame turned (reprojection.implied_yaw), beside the engine's own:
+                     does the model slide the view by the right angle, however blurred
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ from worldmodel.data.splits import heldout_maps, parse_map
 from worldmodel.eval.counterfactual import IGNORES_ACTIONS_DB, PSNR_CAP, TURN_COMPONENTS
 from worldmodel.eval.engine_view import at_model_size, engine_settings
 from worldmodel.eval.prediction import continue_from
-from worldmodel.eval.reprojection import turned_last_frame
+from worldmodel.eval.reprojection import implied_yaw, turned_last_frame, yaw_change
 from worldmodel.metrics import psnr, sharpness
 from worldmodel.rollout import Rollout
 
 BRANCHES = ("left", "right", "still")
 TURN_SIGN = {"left": 1.0, "right": -1.0, "still": 0.0}  # + turns left (worldmodel/actions.py)
 MIRROR = {"left": "right", "right": "left"}
+IMPLIED_FRAMES = 3  # frames of each turn whose implied yaw is measured (a third of the view or more is shared)
 MAX_PRELUDE_FRAMES = 120  # the wander before a case, so that cases do not all start at the spawn point
 
 
@@ -159,6 +163,8 @@ def turn_eval(model: WorldModel, predictors: dict[str, Rollout], cases: list[Tur
                              for b in BRANCHES},
                "turn-last": {b: _psnr(turned[b], case.frames[b]).tolist() for b in BRANCHES},
                "turn-last_mirrored": {b: _psnr(turned[MIRROR[b]], case.frames[b]).tolist() for b in MIRROR},
+               "engine_yaw": {b: yaw_change(case.poses[b][:IMPLIED_FRAMES], case.context_poses[-1]).tolist()
+                              for b in BRANCHES},
                "engine_sharpness": float(np.mean([_sharpness(case.frames[b]) for b in BRANCHES]))}
         gens = {}
         for name, roll in predictors.items():
@@ -174,6 +180,7 @@ def turn_eval(model: WorldModel, predictors: dict[str, Rollout], cases: list[Tur
                 "delta_db": {b: float(vs_engine[b].mean() - mirrored[b].mean()) for b in MIRROR},
                 "left_vs_right_psnr": _psnr(gen["left"], gen["right"]).tolist(),
                 "sharpness": float(np.mean([_sharpness(gen[b]) for b in BRANCHES])),
+                "implied_yaw": {b: [implied_yaw(case.context[-1], f) for f in gen[b][:IMPLIED_FRAMES]] for b in BRANCHES},
             }
         per_case.append(row)
         generated.append(gens)
@@ -196,6 +203,7 @@ def _summary(per_case: list[dict], names: list[str]) -> dict:
             "delta_db": float(np.mean(deltas)), "true_better_fraction": float(np.mean(np.array(deltas) > 0)),
             "left_vs_right_psnr": between, "ignores_actions": bool(between >= IGNORES_ACTIONS_DB),
             "sharpness": sharp, "sharpness_ratio_to_engine": sharp / engine_sharp if engine_sharp > 0 else None,
+            **_implied(rows, per_case),
         }
     out["copy-last"] = {"psnr_vs_engine": {b: mean([r["copy-last"][b] for r in per_case]) for b in BRANCHES},
                         "psnr_turns_vs_engine": mean([r["copy-last"][b] for r in per_case for b in MIRROR])}
@@ -206,6 +214,16 @@ def _summary(per_case: list[dict], names: list[str]) -> dict:
                         "delta_db": float(np.mean(deltas)), "true_better_fraction": float(np.mean(np.array(deltas) > 0))}
     out["engine"] = {"sharpness": engine_sharp}
     return out
+
+
+def _implied(rows: list[dict], per_case: list[dict]) -> dict:
+    """Mean implied yaw per frame of each branch, the engine's beside it, and the share of the
+    engine's turn that the model's frames show (turn_followed: 1 = the right angle, 0 = no turn)."""
+    implied = {b: np.mean([r["implied_yaw"][b] for r in rows], 0).tolist() for b in BRANCHES}
+    engine = {b: np.mean([c["engine_yaw"][b] for c in per_case], 0).tolist() for b in BRANCHES}
+    shown = sum(abs(y) for b in MIRROR for y, e in zip(implied[b], engine[b]) if np.sign(y) == np.sign(e))
+    followed = shown / max(sum(abs(e) for b in MIRROR for e in engine[b]), 1e-9)
+    return {"implied_yaw": implied, "engine_yaw": engine, "turn_followed": float(followed)}
 
 
 def save_strip(cases: list[TurnCase], generated: list[dict], path, strip_cases: int = 1) -> None:
