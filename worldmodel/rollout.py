@@ -114,11 +114,12 @@ class Rollout:
             return self.generator(x, s * 1000.0, a, pos, prompt, memory=view, rope=rope, validate=False)
 
         w = self.action_guidance
-        still = torch.zeros_like(actions)
-        if w == 1.0 or torch.equal(actions, still):
+        if w == 1.0 or not actions.any():  # (only a guided rollout pays for the device sync of .any())
             def velocity(x, s):
                 return conditioned(x, s, actions)
         else:
+            still = torch.zeros_like(actions)
+
             def velocity(x, s):  # action guidance (SamplerConfig.action_guidance)
                 v_still = conditioned(x, s, still)
                 return v_still + w * (conditioned(x, s, actions) - v_still)
@@ -219,8 +220,8 @@ class Rollout:
 def decode_slot_latents(rollout: Rollout, slot: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """The memory's own view of a place: denoise a block from noise seeing only the compressed
     memory up to and including `slot` (as the memory model was trained to), by the network that
-    wrote the memory. Returns the latents
-    of the block that ends at the slot's frame, [B, Bf, C, h, w]; its last frame is the slot's.
+    wrote the memory. Returns the latents of the block that ends at the slot's frame,
+    [B, Bf, C, h, w]; its last frame is the slot's.
     """
     memory, cfg = rollout.memory, rollout.cfg
     if not 0 <= slot < memory.capacity or memory.frame[slot] < 0:
