@@ -36,6 +36,7 @@ def test_a_still_rollout_of_the_shipped_model_compares_first_and_last_minute(tmp
     assert r["psnr_last_minute_minus_first_2s"] == pytest.approx(
         r["psnr_vs_engine_last_minute"] - r["psnr_vs_engine_first_2s"])
     assert (tmp_path / "media" / "rollout_strip.png").exists()
+    assert r["turning"]["turned_frames"] == 0 and r["turning"]["turn_followed"] is None  # nothing turned
     assert r["video"] == str(tmp_path / "media" / "rollout_vs_engine.mp4") and (tmp_path / "media" / "rollout_vs_engine.mp4").exists()
 
 
@@ -46,3 +47,18 @@ def test_without_ffmpeg_the_rollout_keeps_its_figures_and_writes_no_video(tmp_pa
     frames = np.zeros((4, 8, 8, 3), np.uint8)
     assert long_rollout._video(frames, frames, 10, tmp_path / "v.mp4") is None
     assert not (tmp_path / "v.mp4").exists() and "imageio-ffmpeg" in capsys.readouterr().err
+
+
+def test_the_frame_to_frame_turn_of_the_engine_itself_is_its_own_turn():
+    pytest.importorskip("vizdoom")
+    from worldmodel.eval.engine_view import engine_settings
+    from worldmodel.eval.long_rollout import engine_run
+    from worldmodel.eval.reprojection import frame_to_frame_turns
+
+    actions = np.zeros((30, 4), np.float32)
+    actions[6:18, 0] = 11.25  # stand, turn left for 12 frames, stand
+    frames, poses = engine_run(engine_settings("freedoom2.wad", "MAP07", 120, 160), actions, (120, 160))
+    turns = frame_to_frame_turns(frames, poses)
+    assert len(turns["frames"]) >= 10 and turns["turn_followed"] == pytest.approx(1.0, abs=0.15)
+    frozen = frame_to_frame_turns(np.repeat(frames[:1], len(frames), 0), poses)  # a picture that never turns
+    assert frozen["frames"] == turns["frames"] and frozen["turn_followed"] == 0.0

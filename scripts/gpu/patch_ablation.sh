@@ -1,5 +1,5 @@
 # GPU, issue 11: do finer tokens give the teacher sharper, more detailed frames? (Session 10 found, by
-# the implied turn of `eval turns`, that the teachers already slide the view by ~87% of the angle.) One H200, about
+# the implied turn of `eval turns`, that the teachers already slide the view by ~91% of the angle.) One H200, about
 # 9.5 minutes. Three doom-gpu teachers from scratch, side by side on the one GPU, the same number
 # of steps each (the GPU is shared, so compare them at equal steps, not equal minutes):
 #   patch 1x3x2: 5x10 = 50 tokens a frame (the shipped shape; a token covers 24x16 pixels)

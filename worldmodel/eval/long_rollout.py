@@ -22,6 +22,7 @@ from worldmodel.bundle import WorldModel
 from worldmodel.data.engine import DoomEngine, EngineSettings, snap_action
 from worldmodel.eval.drift import drift
 from worldmodel.eval.engine_view import at_model_size
+from worldmodel.eval.reprojection import followed_share, frame_to_frame_turns
 from worldmodel.eval.counterfactual import COUNTERFACTUALS, ActionFollowing, counterfactual_actions
 from worldmodel.metrics import psnr, sharpness
 
@@ -148,6 +149,7 @@ def long_rollout(model: WorldModel, settings: EngineSettings, seconds: float, ou
     minute = int(60 * fps)
     first_minute, last_minute = float(np.mean(per_frame[:minute])), float(np.mean(per_frame[-minute:]))
     first_2s = float(np.mean(per_frame[:max(1, int(2 * fps))]))
+    turning = _turning(generated, truth, poses, bf, minute)
     sharp_gen, sharp_true = _sharpness(generated[bf:]), _sharpness(truth[bf:])
     ratio = lambda sl: float(sharp_gen[sl].mean() / max(sharp_true[sl].mean(), 1e-12))  # noqa: E731
     return {
@@ -164,8 +166,22 @@ def long_rollout(model: WorldModel, settings: EngineSettings, seconds: float, ou
         "sharpness_ratio": ratio(slice(None)), "sharpness_ratio_first_minute": ratio(slice(None, minute)),
         "sharpness_ratio_last_minute": ratio(slice(-minute, None)),
         "drift_generated": drift(generated), "drift_engine": drift(truth),
+        "turning": turning,
         "strip": str(out_dir / "rollout_strip.png"), "video": video,
     }
+
+
+def _turning(generated, truth, poses, bf, minute) -> dict:
+    """Does the picture still turn when the player turns on the spot? The implied turn from frame
+    to frame (reprojection.frame_to_frame_turns) over the whole rollout, its first and last minute,
+    and the engine's own frames scored the same way (the yardstick, about 1)."""
+    gen = frame_to_frame_turns(generated, poses, first=bf + 1)
+    ts, imp, eng = np.array(gen["frames"]), np.array(gen["implied_deg"]), np.array(gen["engine_deg"])
+    part = lambda sel: followed_share(imp[sel], eng[sel]) if sel.any() else None  # noqa: E731
+    return {"turned_frames": len(ts), "turn_followed": gen["turn_followed"],
+            "turn_followed_first_minute": part(ts < bf + minute) if len(ts) else None,
+            "turn_followed_last_minute": part(ts >= len(generated) - minute) if len(ts) else None,
+            "turn_followed_engine": frame_to_frame_turns(truth, poses, first=bf + 1)["turn_followed"]}
 
 
 def _strip(generated, truth, fps, every_s, path):

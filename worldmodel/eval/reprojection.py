@@ -16,6 +16,8 @@ best (85° and 95° both score about 0.45 dB lower; session 10).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 FOV_DEG = 90.0
@@ -64,15 +66,52 @@ IMPLIED_YAW_GRID = np.arange(-45.0, 45.0 + 1e-9, 0.75)  # degrees searched by im
 
 def implied_yaw(before: np.ndarray, after: np.ndarray, grid: np.ndarray = IMPLIED_YAW_GRID) -> float:
     """The turn that best explains `after` [H, W, 3] as `before` [H, W, 3] turned: the yaw (degrees,
-    positive = left) in `grid` whose `turn_frame(before, yaw)` is closest to `after` in mean squared
-    error over the columns that were in view. A blurred frame that slides its content by the right
-    angle gets the right yaw, where PSNR would only reward the blur; a frame that does not move
-    gets about 0. Meaningful while a good part of the view is shared (|yaw| up to about 45°)."""
-    b, a = before.astype(np.float32), after.astype(np.float32)
-    best, best_err = 0.0, np.inf
-    for yaw in grid:
-        _, seen = turn_columns(b.shape[1], float(yaw))
-        err = float(((turn_frame(before, float(yaw)).astype(np.float32)[:, seen] - a[:, seen]) ** 2).mean())
-        if err < best_err:
-            best, best_err = float(yaw), err
-    return best
+    positive = left) in `grid` whose turned frame (as turn_frame, before rounding) is closest to
+    `after` in mean squared error over the columns that were in view. A blurred frame that slides
+    its content by the right angle gets the right yaw, where PSNR would only reward the blur; a frame
+    that does not move gets about 0. Meaningful while a good part of the view is shared (|yaw| up
+    to about 45°). Every yaw of the grid is tried at once, on the grey level of every other row (a
+    turn moves columns only, so the rows and colours left out add nothing about the angle)."""
+    i0, i1, t, seen = _grid_columns(before.shape[1], tuple(float(g) for g in grid))
+    b = before[::2].astype(np.float32).mean(-1)  # [H/2, W]
+    turned = b[:, i0] * (1 - t) + b[:, i1] * t  # [H/2, G, W]
+    sq = ((turned - after[::2].astype(np.float32).mean(-1)[:, None]) ** 2).mean(0)  # [G, W]
+    err = (sq * seen).sum(1) / np.maximum(seen.sum(1), 1)
+    return float(np.asarray(grid, np.float64)[int(np.argmin(err))])
+
+
+@functools.lru_cache(maxsize=8)
+def _grid_columns(width: int, grid: tuple[float, ...]):
+    """For each yaw of `grid`: source columns i0, i1 [G, W], the weight t of i1 [G, W], and which
+    columns were in view [G, W] (as turn_columns)."""
+    cols = [turn_columns(width, yaw) for yaw in grid]
+    src = np.stack([c[0] for c in cols])
+    i0 = np.floor(src).astype(np.int64)
+    return i0, np.minimum(i0 + 1, width - 1), (src - i0).astype(np.float32), np.stack([c[1] for c in cols])
+
+
+def followed_share(implied: np.ndarray, engine: np.ndarray) -> float:
+    """How much of the engine's turn the frames show: Σ implied·sign(engine) / Σ |engine| over the
+    turned frames (1 = the right angle, 0 = no turn, < 0 = the wrong way)."""
+    implied, engine = np.asarray(implied, np.float64), np.asarray(engine, np.float64)
+    total = np.abs(engine).sum()
+    return float((implied * np.sign(engine)).sum() / total) if total > 0 else float("nan")
+
+
+def frame_to_frame_turns(frames: np.ndarray, poses: np.ndarray, first: int = 1) -> dict:
+    """On a long rollout: for every frame t >= first where the engine turned on the spot (moved
+    under 1 map unit, pitch unchanged, yaw by 2° to 40°), the implied turn from frame t − 1 to t of
+    `frames` [N, H, W, 3] beside the engine's (poses [N, 5]). Returns {"frames": [t...],
+    "engine_deg": [...], "implied_deg": [...], "turn_followed": followed_share}: does the picture
+    still turn when the player turns, however it looks by then."""
+    poses = np.asarray(poses, np.float64)
+    ts, engine, implied = [], [], []
+    for t in range(max(first, 1), len(frames)):
+        yaw = float(yaw_change(poses[t:t + 1], poses[t - 1])[0])
+        moved = np.linalg.norm(poses[t, :3] - poses[t - 1, :3])
+        if moved < 1.0 and abs(poses[t, 4] - poses[t - 1, 4]) < 0.5 and 2.0 <= abs(yaw) <= 40.0:
+            ts.append(t)
+            engine.append(yaw)
+            implied.append(implied_yaw(frames[t - 1], frames[t]))
+    return {"frames": ts, "engine_deg": engine, "implied_deg": implied,
+            "turn_followed": followed_share(implied, engine) if ts else None}

@@ -36,7 +36,7 @@ from worldmodel.data.splits import heldout_maps, parse_map
 from worldmodel.eval.counterfactual import IGNORES_ACTIONS_DB, PSNR_CAP, TURN_COMPONENTS
 from worldmodel.eval.engine_view import at_model_size, engine_settings
 from worldmodel.eval.prediction import continue_from
-from worldmodel.eval.reprojection import implied_yaw, turned_last_frame, yaw_change
+from worldmodel.eval.reprojection import followed_share, implied_yaw, turned_last_frame, yaw_change
 from worldmodel.metrics import psnr, sharpness
 from worldmodel.rollout import Rollout
 
@@ -218,12 +218,13 @@ def _summary(per_case: list[dict], names: list[str]) -> dict:
 
 def _implied(rows: list[dict], per_case: list[dict]) -> dict:
     """Mean implied yaw per frame of each branch, the engine's beside it, and the share of the
-    engine's turn that the model's frames show (turn_followed: 1 = the right angle, 0 = no turn)."""
+    engine's turn that the model's frames show over every case (reprojection.followed_share)."""
     implied = {b: np.mean([r["implied_yaw"][b] for r in rows], 0).tolist() for b in BRANCHES}
     engine = {b: np.mean([c["engine_yaw"][b] for c in per_case], 0).tolist() for b in BRANCHES}
-    shown = sum(abs(y) for b in MIRROR for y, e in zip(implied[b], engine[b]) if np.sign(y) == np.sign(e))
-    followed = shown / max(sum(abs(e) for b in MIRROR for e in engine[b]), 1e-9)
-    return {"implied_yaw": implied, "engine_yaw": engine, "turn_followed": float(followed)}
+    every = lambda key: np.concatenate([np.ravel(r[key][b]) for r in (rows if key == "implied_yaw" else per_case)  # noqa: E731
+                                        for b in MIRROR])
+    return {"implied_yaw": implied, "engine_yaw": engine,
+            "turn_followed": followed_share(every("implied_yaw"), every("engine_yaw"))}
 
 
 def save_strip(cases: list[TurnCase], generated: list[dict], path, strip_cases: int = 1) -> None:
