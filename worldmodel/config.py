@@ -118,6 +118,13 @@ class ModelConfig:
         return h * w
 
 
+def check_action_guidance(w: float, name: str) -> float:
+    """The action-guidance scale, validated: finite, in [0, 10] (1 = off)."""
+    if not (math.isfinite(w) and 0 <= w <= 10):
+        raise ValueError(f"{name} must be in [0, 10] (1 = off), got {w}")
+    return float(w)
+
+
 @dataclass
 class SamplerConfig:
     """Few-step flow-matching sampler (Self Forcing / MAG: 4 steps)."""
@@ -134,8 +141,7 @@ class SamplerConfig:
     def __post_init__(self):
         self.timesteps = tuple(int(t) for t in self.timesteps)
         _at_least(self, "sampler", 1, "num_train_timesteps", "teacher_steps")
-        if not (math.isfinite(self.action_guidance) and 0 <= self.action_guidance <= 10):
-            raise ValueError(f"sampler.action_guidance must be in [0, 10] (1 = off), got {self.action_guidance}")
+        check_action_guidance(self.action_guidance, "sampler.action_guidance")
         if not self.timesteps or not all(0 < t <= self.num_train_timesteps for t in self.timesteps):
             raise ValueError(f"sampler.timesteps must be a non-empty list in (0, {self.num_train_timesteps}], "
                              f"got {list(self.timesteps)}")

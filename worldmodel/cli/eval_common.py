@@ -83,11 +83,11 @@ def load_predictors(args):
 
 
 def _guided(rollout, args):
+    from worldmodel.config import check_action_guidance
+
     w = getattr(args, "action_guidance", None)
     if w is not None:
-        if not 0 <= w <= 10:
-            raise ValueError(f"--action-guidance must be in [0, 10] (1 = off), got {w}")
-        rollout.action_guidance = float(w)
+        rollout.action_guidance = check_action_guidance(w, "--action-guidance")
     return rollout
 
 

@@ -40,13 +40,17 @@ def turn_columns(width: int, yaw_deg: float, fov_deg: float = FOV_DEG) -> tuple[
 def turn_frame(frame: np.ndarray, yaw_deg: float, fov_deg: float = FOV_DEG) -> np.ndarray:
     """frame [H, W, 3] uint8 -> the same view turned by `yaw_deg` degrees (positive = left),
     [H, W, 3] uint8; the columns that come into view repeat the nearest edge."""
-    w = frame.shape[1]
-    src, _ = turn_columns(w, yaw_deg, fov_deg)
-    i0 = np.floor(src).astype(np.int64)
-    i1 = np.minimum(i0 + 1, w - 1)
-    t = (src - i0)[None, :, None]
+    i0, i1, t = _between(turn_columns(frame.shape[1], yaw_deg, fov_deg)[0])
+    t = t[None, :, None]
     out = frame[:, i0].astype(np.float32) * (1 - t) + frame[:, i1].astype(np.float32) * t
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _between(src: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fractional source columns [..., W] (within 0..W-1) -> the columns either side, i0 and i1,
+    and the weight t of i1, for linear interpolation."""
+    i0 = np.floor(src).astype(np.int64)
+    return i0, np.minimum(i0 + 1, src.shape[-1] - 1), (src - i0).astype(np.float32)
 
 
 def yaw_change(poses: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -85,9 +89,7 @@ def _grid_columns(width: int, grid: tuple[float, ...]):
     """For each yaw of `grid`: source columns i0, i1 [G, W], the weight t of i1 [G, W], and which
     columns were in view [G, W] (as turn_columns)."""
     cols = [turn_columns(width, yaw) for yaw in grid]
-    src = np.stack([c[0] for c in cols])
-    i0 = np.floor(src).astype(np.int64)
-    return i0, np.minimum(i0 + 1, width - 1), (src - i0).astype(np.float32), np.stack([c[1] for c in cols])
+    return (*_between(np.stack([c[0] for c in cols])), np.stack([c[1] for c in cols]))
 
 
 def followed_share(implied: np.ndarray, engine: np.ndarray) -> float:

@@ -221,10 +221,9 @@ def _implied(rows: list[dict], per_case: list[dict]) -> dict:
     engine's turn that the model's frames show over every case (reprojection.followed_share)."""
     implied = {b: np.mean([r["implied_yaw"][b] for r in rows], 0).tolist() for b in BRANCHES}
     engine = {b: np.mean([c["engine_yaw"][b] for c in per_case], 0).tolist() for b in BRANCHES}
-    every = lambda key: np.concatenate([np.ravel(r[key][b]) for r in (rows if key == "implied_yaw" else per_case)  # noqa: E731
-                                        for b in MIRROR])
-    return {"implied_yaw": implied, "engine_yaw": engine,
-            "turn_followed": followed_share(every("implied_yaw"), every("engine_yaw"))}
+    turns_implied = [y for r in rows for b in MIRROR for y in r["implied_yaw"][b]]
+    turns_engine = [y for c in per_case for b in MIRROR for y in c["engine_yaw"][b]]
+    return {"implied_yaw": implied, "engine_yaw": engine, "turn_followed": followed_share(turns_implied, turns_engine)}
 
 
 def save_strip(cases: list[TurnCase], generated: list[dict], path, strip_cases: int = 1) -> None:
