@@ -18,7 +18,8 @@ others:
     and 1) still compile apart, and the attention of a symbolic length is a risk we do not need;
   - the token paths: one compile each per token shape, shared by all 30 layers (parameters are
     graph inputs, not constants: dynamo inlines nn modules) and by every n, so a model compiles
-    4 small graphs (attention_in with and without q, attention_out, output) whatever S is.
+    4 small graphs (attention_in with and without q, attention_out, output) whatever S is, per
+    batch size (the batched graphs of runtime/backends/graph_batch.py add sizes 2, 4, 8).
     Attention stays on SDPA's fused kernels with no mask (the cudagraph backend's prefix memory),
     as it is eager. Cross-attention's SDPA is traced inside attention_out, at a fixed length (the
     prompt's tokens), and lowers to the same fused kernels. Left eager besides attention: the
