@@ -29,6 +29,7 @@ PENDING = {
     "stage2.sh": ["data encode", "train generator", "train package", "eval history", "eval rollout", "eval turns",
                   "eval next-block"],
     "test.sh": [],
+    "prepare.sh": ["data record", "data encode"],
     "session_ae_gan.sh": ["data record", "eval autoencoder", "train autoencoder"],
     "memory_chain.sh": ["data revisit-bench", "train memory", "eval memory", "train generator", "train memorypack",
                         "train package", "eval revisit"],

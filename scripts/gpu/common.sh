@@ -14,6 +14,11 @@ elif [ -d "${WHEELS:=.whl}" ] && [ -z "${SKIP_WHEELS:-}" ]; then
   # instead of the 39 MB wheel), so that it fits beside the shipped checkpoints.
   for t in "$WHEELS"/*-site.tar.xz; do [ -f "$t" ] && tar xJf "$t" -C /tmp/site; done
   export PYTHONPATH=/tmp/site:$PWD
+elif [ -z "${SKIP_WHEELS:-}" ] && [ -d /tmp/site ]; then
+  # nothing carried, but a machine still warm from a command that carried them (prepare.sh)
+  # keeps what it installed
+  echo "using the wheels a previous command installed in /tmp/site"
+  export PYTHONPATH=/tmp/site:$PWD
 else
   # keeps a caller's path (speed.sh runs test.sh with SKIP_WHEELS=1 after unpacking them itself)
   export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
@@ -61,7 +66,7 @@ prepare_latents() {
   fi
   NO_REVISIT=1 record_data 150000
   log "latent cache"
-  $MW data encode --data "$DATA" --autoencoder "$1" && touch "$mark"
+  $MW data encode --data "$DATA" --autoencoder "$1" && { [ -n "${DRY_RUN:-}" ] || touch "$mark"; }
 }
 
 bring_back() {

@@ -10,7 +10,10 @@
 #   (3) `eval history` (window / mag / mag w/o stage 1 after 1..30 true blocks), a 60 s still
 #       rollout with `mag`, the turn test and next-block of the new bundle
 # Run from the repository root, carrying .whl:  bash scripts/gpu/stage2.sh
-# The tree and .whl must fit in the 64 MiB that travels: move checkpoints/ae16-wip out first.
+# The bundle and the teacher (54 MiB) leave no room for ViZDoom (22 MiB) under the 64 MiB that
+# travels, so this is the second of two commands on one warm machine: first
+# scripts/gpu/prepare.sh (its header says what to move out), then this at once, with
+# checkpoints/ae16-wip moved out and nothing carried; it reuses their data, cache and wheels.
 # INIT=DIR continues from a brought-back stage-2 run (its weights; optimizers and the fake score
 # start afresh). STOP_AT bounds the whole command: set it under the device time left.
 source scripts/gpu/common.sh
