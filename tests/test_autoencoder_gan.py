@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train_helpers import make_trainer, options, snapshotting_trainer
+from train_helpers import SGDAutoencoderStage, make_trainer, options, snapshotting_trainer
 from worldmodel.autoencoder import Autoencoder, channels_first, load_autoencoder
 from worldmodel.train.discriminator import (DiscriminatorConfig, PatchDiscriminator, adaptive_weight,
                                             discriminator_loss, generator_loss)
@@ -147,3 +147,30 @@ def test_resume_with_the_discriminator_continues_bit_for_bit(tmp_path):
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different, f"resumed run differs in {different[:5]}"
     assert read_metrics(tmp_path / "a")["d_loss"][-1] == read_metrics(tmp_path / "b")["d_loss"][-1]
+
+
+
+def test_channels_last_trains_the_same_weights_to_rounding_and_ships_a_loadable_checkpoint(tmp_path):
+    """--channels-last changes only the memory layout (weights, activations, discriminator). With
+    SGD (updates linear in the gradient; see SGDAutoencoderStage) both layouts end at the same
+    weights to float rounding; with the GAN and AdamW the first step's losses agree and the
+    checkpoint (NHWC tensors written contiguous) loads as any other."""
+    sgd = {}
+    for name, layout in (("sgd-nchw", {}), ("sgd-nhwc", {"channels_last": True})):
+        trainer = make_trainer(options(tmp_path / name, max_steps=3, extra={"stats_frames": 6, **layout}), CPU,
+                               stage_cls=SGDAutoencoderStage)
+        trainer.run()
+        sgd[name] = trainer.stage.autoencoder.state_dict()
+    a, b = sgd["sgd-nchw"], sgd["sgd-nhwc"]
+    worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert worst < 1e-5, worst
+
+    for name, layout in (("gan-nchw", {}), ("gan-nhwc", {"channels_last": True})):
+        trainer = make_trainer(options(tmp_path / name, max_steps=2, extra={"stats_frames": 6, **GAN, **layout}), CPU)
+        trainer.run()
+    assert trainer.stage.autoencoder.decoder.conv_out.weight.is_contiguous(memory_format=torch.channels_last)
+    assert trainer.stage.discriminator.body[0].parametrizations.weight.original.is_contiguous(memory_format=torch.channels_last)
+    first = [read_metrics(tmp_path / n)["loss"][0] for n in ("gan-nchw", "gan-nhwc")]
+    assert first[0][0] == first[1][0] and abs(first[0][1] - first[1][1]) < 1e-5, first
+    shipped = load_autoencoder(tmp_path / "gan-nhwc")
+    assert shipped.decoder.conv_out.weight.is_contiguous()  # loaded back in the usual layout

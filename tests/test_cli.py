@@ -121,3 +121,24 @@ def test_bench_train_runs_on_the_tiny_preset_with_its_reference_row(tmp_path):
     for row in result["rows"]:
         assert row["steps_per_s"] > 0 and row["tflops"] > 0
     assert "machine" in result and "reference" in run.stdout
+
+
+def test_bench_train_times_the_autoencoder_in_both_layouts_with_counted_flops(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "worldmodel.cli", "bench", "train", "--stage", "autoencoder",
+                          "--preset", "tiny", "--device", "cpu", "--steps", "2", "--warmup", "1", "--batch-size", "2",
+                          "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert [r["run"] for r in result["rows"]] == ["autoencoder, default", "autoencoder, channels-last"]
+    flops = {r["gflop_per_step"] for r in result["rows"]}
+    assert len(flops) == 1 and flops.pop() > 0  # the same work in either layout, counted
+    assert all(r["steps_per_s"] > 0 and r["frames_per_s"] > 0 for r in result["rows"])
+    bad = subprocess.run([sys.executable, "-m", "worldmodel.cli", "bench", "train", "--stage", "autoencoder",
+                          "--preset", "tiny", "--device", "cpu", "--layouts", "nhwc"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode != 0 and "--layouts: unknown nhwc" in bad.stderr and "Traceback" not in bad.stderr

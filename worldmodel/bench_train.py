@@ -1,4 +1,5 @@
-"""`magworld bench train`: training steps per second of a latent stage, beside a plain reference.
+"""`magworld bench train`: training steps per second of a latent stage, beside a plain reference
+(`--stage autoencoder`, the frame autoencoder, is timed by worldmodel/bench_train_autoencoder.py).
 
 The stage is built exactly as `magworld train` builds it (its network, loss, optimizer, EMA,
 torch.compile and bf16 autocast on CUDA) and fed batches gathered from a bank of random latents
@@ -25,10 +26,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from worldmodel import bench_train_autoencoder
 from worldmodel.config import apply_overrides, preset
 from worldmodel.machine import describe
 
-STAGES = ("teacher", "memory")
+STAGES = ("teacher", "memory", "autoencoder")  # autoencoder: worldmodel/bench_train_autoencoder.py
 
 
 def register(sub):
@@ -51,6 +53,7 @@ def register(sub):
                    help="torch.compile both networks; auto: on with CUDA")
     p.add_argument("--no-reference", action="store_true", help="skip the reference transformer")
     p.add_argument("--json", help="also write the results as JSON to this file")
+    bench_train_autoencoder.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -147,29 +150,36 @@ def build_stage(args, cfg, device: torch.device, workdir: Path):
     """The stage as `magworld train` builds it, with a random-weight autoencoder checkpoint."""
     from worldmodel.autoencoder import Autoencoder
     from worldmodel.train import checkpoint as ckpt
-    from worldmodel.train.distributed import DistInfo
-    from worldmodel.train.stage import TrainOptions
-    from worldmodel.train.stages import load_stage
 
     ae_dir = workdir / "autoencoder"
     ae_dir.mkdir()
     ckpt.save_config(ae_dir, cfg)
     ckpt.save_weights(ae_dir, "autoencoder", Autoencoder(cfg.autoencoder).state_dict())
-    cls = load_stage(args.stage)
+    return construct_stage(args.stage, ["--autoencoder", str(ae_dir), "--clip-blocks", str(args.clip_blocks),
+                                        "--compile", args.compile], cfg, args.batch_size, device, workdir)
+
+
+def construct_stage(name: str, argv: list[str], cfg, batch_size: int, device: torch.device, workdir: Path):
+    """Stage `name` built as `magworld train NAME ARGV` builds it, on one process of `device`."""
+    from worldmodel.train.distributed import DistInfo
+    from worldmodel.train.stage import TrainOptions
+    from worldmodel.train.stages import load_stage
+
+    cls = load_stage(name)
     parser = argparse.ArgumentParser()
     cls.add_arguments(parser)
-    extra = vars(parser.parse_args(["--autoencoder", str(ae_dir), "--clip-blocks", str(args.clip_blocks),
-                                    "--compile", args.compile]))
-    options = TrainOptions(out=workdir / "run", batch_size=args.batch_size, extra=extra)
+    options = TrainOptions(out=workdir / "run", batch_size=batch_size, extra=vars(parser.parse_args(argv)))
     stage = cls(cfg, options, DistInfo(rank=0, world_size=1, local_rank=0, device=device))
     stage.build()
-    for opt in stage.optimizers().values():
+    for opt in stage.optimizers().values():  # as the trainer's learning-rate schedule does
         for group in opt.param_groups:
             group.setdefault("base_lr", group["lr"])
     return stage
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stage == "autoencoder":  # a conv net on frames: its own rows, no reference transformer
+        return bench_train_autoencoder.run(args, _timed)
     device = torch.device(args.device)
     cfg = apply_overrides(preset(args.preset), args.set)
     m = cfg.model

@@ -12,6 +12,8 @@
 #       40 steady-state blocks (120 latent frames) at all 21 slots; cudagraph with the token paths
 #       compiled first (the new figure; its setup_s holds the compile), then cudagraph and eager,
 #       then cudagraph with cuDNN attention first; the GPU time of a steady pass split by kernel kind
+#   (e) SECTIONS=train: bench train of the autoencoder stage in both memory layouts
+#       (--channels-last) and of the teacher beside its reference (not in the default)
 # SECTIONS picks what runs (default "tests serve generate wan"; SKIP_TESTS=1 drops the tests).
 # Logs and JSON go to $OUT/speed.tar (the device returns at most 8 files), the table to
 # $OUT/summary.txt; the table is printed last.
@@ -78,6 +80,18 @@ T $MW bench generate $WAN --cuda-graphs --json $W/gen-wan-graphs.json > $W/gen-w
 T $MW bench generate $WAN --json $W/gen-wan-eager.json > $W/gen-wan-eager.txt 2>&1
 T $MW bench generate $WAN --cuda-graphs --attention cudnn --json $W/gen-wan-graphs-cudnn.json \
     > $W/gen-wan-graphs-cudnn.txt 2>&1
+pack
+fi
+
+if on train; then
+log "(e) bench train: the autoencoder stage (as session_ae_gan.sh: batch 48 clips x 3 frames, GAN 0.5) in"
+log "    both memory layouts, then the teacher at the issue's shape (dim 512 x 12 layers) beside its reference"
+T $MW bench train --stage autoencoder --preset doom-gpu --batch-size 48 --steps 30 --warmup 5 \
+    --json $W/train-autoencoder.json > $W/train-autoencoder.txt 2>&1
+T $MW bench train --stage teacher --preset doom-gpu --set model.dim=512 model.heads=8 model.layers=12 \
+    model.ffn_dim=2048 --batch-size 32 --clip-blocks 4 --steps 40 --warmup 8 \
+    --json $W/train-teacher.json > $W/train-teacher.txt 2>&1
+cat $W/train-*.txt
 pack
 fi
 
