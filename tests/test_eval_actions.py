@@ -196,3 +196,25 @@ def test_a_teacher_without_an_autoencoder_is_refused_in_one_line(teacher_run):
         main(["eval", "turns", "--teacher", str(teacher), "--cases", "1", "--device", "cpu"])
     with pytest.raises(ValueError, match="give --checkpoint"):
         main(["eval", "next-block", "--data", "synthetic", "--device", "cpu"])
+
+
+def test_motion_kinds_read_the_poses_not_the_keys():
+    from worldmodel.eval.motion import motion_kinds
+
+    ref = torch.tensor([10.0, 20.0, 0.0, 179.0, 0.0])  # x, y, z, angle, pitch
+    poses = torch.tensor([[10.0, 20.0, 0.0, 179.0, 0.0],     # nothing changed
+                          [10.3, 20.0, 0.0, -179.0, 0.0],    # 2 degrees across the +-180 seam, 0.3 units
+                          [10.0, 20.0, 0.0, 179.0, 3.0],     # looked up
+                          [14.0, 23.0, 0.0, 179.0, 0.0]])    # walked 5 units
+    assert motion_kinds(ref, poses) == ["still", "turning", "turning", "moving"]
+
+
+def test_next_block_splits_each_rows_psnr_by_what_the_camera_did(model):
+    clips = SyntheticClips(12, 24, 32, num_clips=4)
+    result = next_block(model, clips, 4, 3, {"ignores": ShiftStub(model.config, False)})
+    for name, row in result["results"].items():
+        parts = row["psnr_by_motion"]
+        assert parts and set(parts) <= {"still", "turning", "moving"}, name
+        assert sum(p["n"] for p in parts.values()) == row["psnr"]["n"]  # every frame in exactly one kind
+        weighted = sum(p["mean"] * p["n"] for p in parts.values()) / row["psnr"]["n"]
+        assert weighted == pytest.approx(row["psnr"]["mean"])

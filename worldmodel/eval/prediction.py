@@ -6,6 +6,9 @@ variance) of its frames beside that of the true frames, since PSNR rewards blur.
 reported beside two references measured on the same frames:
   copy-last  the trivial baseline: repeat the last observed true frame
   ae-ceiling what the autoencoder alone gives (decode(encode(truth))) — no predictor can beat it
+and each row's PSNR is also split by what the camera did (`psnr_by_motion`: still / turning /
+moving, from the engine's poses; worldmodel/eval/motion.py), since copy-last is near-exact where
+the camera stood still and the overall mean mixes the two.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch
 
 from worldmodel.bundle import WorldModel
 from worldmodel.eval.counterfactual import COUNTERFACTUALS, ActionFollowing, counterfactual_actions, differs
+from worldmodel.eval.motion import MOTION_KINDS, motion_kinds
 from worldmodel.metrics import psnr, sharpness, ssim
 from worldmodel.rollout import Rollout, decode_slot_latents
 
@@ -65,6 +69,11 @@ def continue_from(model: WorldModel, roll: Rollout, context: torch.Tensor, conte
     return model.decode(torch.cat(out, 1))[0]
 
 
+def _by_motion(values: list[float], kinds: list[str]) -> dict:
+    """PSNR summaries per motion kind (worldmodel/eval/motion.py) of frames that have it."""
+    return {kind: _summary([v for v, k in zip(values, kinds) if k == kind]) for kind in MOTION_KINDS if kind in kinds}
+
+
 def _sharp(frames: torch.Tensor) -> list[float]:
     """uint8 [F, H, W, 3] -> Laplacian variance per frame."""
     return sharpness(_chw(frames.cpu())).tolist()
@@ -93,6 +102,7 @@ def next_block(model: WorldModel, clips: Iterable[dict], cases: int, context_blo
     predictors = predictors or {"generator": None}
     rows = [*predictors, "copy-last", "ae-ceiling"]
     scores: dict[str, tuple[list, list]] = {k: ([], []) for k in rows}
+    kinds: list[str] = []  # per scored frame: what the camera did since the last context frame
     sharp: dict[str, list] = {k: [] for k in [*rows, "truth"]}
     taken = [clip for _, clip in zip(range(cases), clips)]
     if not taken:
@@ -106,6 +116,7 @@ def next_block(model: WorldModel, clips: Iterable[dict], cases: int, context_blo
     following = {name: {k: ActionFollowing() for k in counters} for name in predictors}
     for i in range(len(taken)):
         truth = frames[i][c:]
+        kinds.extend(motion_kinds(poses[i][c - 1], poses[i][c:]))
         latents = model.encode(frames[i][None].to(model.device))
         sharp["truth"].extend(_sharp(truth))
 
@@ -130,7 +141,8 @@ def next_block(model: WorldModel, clips: Iterable[dict], cases: int, context_blo
             scores[name][0].extend(p)
             scores[name][1].extend(s)
             sharp[name].extend(_sharp(pred))
-    results = {k: {"psnr": _summary(p), "ssim": _summary(s), "sharpness": _sharpness_row(sharp[k], sharp["truth"])}
+    results = {k: {"psnr": _summary(p), "ssim": _summary(s), "sharpness": _sharpness_row(sharp[k], sharp["truth"]),
+                   "psnr_by_motion": _by_motion(p, kinds)}
                for k, (p, s) in scores.items()}
     for name in predictors:
         results[name]["actions"] = {k: f.summary() for k, f in following[name].items()}
