@@ -1,7 +1,6 @@
 """`evaluate_autoencoder` reports the sharpness of reconstructions beside that of the true frames."""
 
 import pytest
-import torch
 import torch.nn.functional as F
 
 from worldmodel.autoencoder import frames_to_float

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from train_helpers import save_tiny_runs
-from worldmodel.bundle import WorldModel
 from worldmodel.config import preset
 from worldmodel.model.masks import mag_stage1
 from worldmodel.train.distributed import DistInfo

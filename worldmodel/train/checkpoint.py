@@ -313,10 +313,6 @@ def load_weights(directory: str | Path, name: str, device: str | torch.device = 
 def load_into(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
     """`module.load_state_dict(state)`, with a mismatch explained in terms of `what` was loaded."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
     _check_fit({k: tuple(v.shape) for k, v in own.items()}, {k: tuple(v.shape) for k, v in state.items()}, what)
     load_state(module, state)  # whole tensors, sharded where the module is (FSDP)
 
