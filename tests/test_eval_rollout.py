@@ -37,6 +37,7 @@ def test_a_still_rollout_of_the_shipped_model_compares_first_and_last_minute(tmp
         r["psnr_vs_engine_last_minute"] - r["psnr_vs_engine_first_2s"])
     assert (tmp_path / "media" / "rollout_strip.png").exists()
     assert r["turning"]["turned_frames"] == 0 and r["turning"]["turn_followed"] is None  # nothing turned
+    assert r["stability"]["still_pairs"] > 0 and 0 < r["stability"]["frame_to_frame_psnr"] <= 60
     assert r["video"] == str(tmp_path / "media" / "rollout_vs_engine.mp4") and (tmp_path / "media" / "rollout_vs_engine.mp4").exists()
 
 

@@ -7,7 +7,8 @@ over time, drift of the generated video (and of the true one, for reference), a 
 every `strip_every_s` seconds, and an mp4 with generated | true side by side. The rollout is run
 again with the turns mirrored and with the script's blocks shuffled (same noise), and the
 difference is reported as in `eval next-block`; sharpness (Laplacian variance) of the generated
-frames is reported over the engine's.
+frames is reported over the engine's, and the shimmer of the generated view where the engine's
+stood still (`stability`, worldmodel/eval/flicker.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from worldmodel.bundle import WorldModel
 from worldmodel.data.engine import DoomEngine, EngineSettings, snap_action
 from worldmodel.eval.drift import drift
 from worldmodel.eval.engine_view import at_model_size
+from worldmodel.eval.flicker import temporal_stability
 from worldmodel.eval.reprojection import followed_share, frame_to_frame_turns
 from worldmodel.eval.counterfactual import COUNTERFACTUALS, ActionFollowing, counterfactual_actions
 from worldmodel.metrics import psnr, sharpness
@@ -167,6 +169,8 @@ def long_rollout(model: WorldModel, settings: EngineSettings, seconds: float, ou
         "sharpness_ratio_last_minute": ratio(slice(-minute, None)),
         "drift_generated": drift(generated), "drift_engine": drift(truth),
         "turning": turning,
+        # where the engine's view stood still, does the generated one? (worldmodel/eval/flicker.py)
+        "stability": temporal_stability(generated, truth, bf, first=bf),
         "strip": str(out_dir / "rollout_strip.png"), "video": video,
     }
 
