@@ -64,6 +64,11 @@ prepare_latents() {
     log "data and latent cache for $1 kept from the previous command on this machine"
     return 0
   fi
+  if [ -z "${DRY_RUN:-}" ] && ! $PY -c "import vizdoom" 2>/dev/null; then
+    log "no data kept from a previous command on this machine, and no ViZDoom to record it: run"
+    log "scripts/gpu/prepare.sh first (carrying .whl), then this command while the machine is warm"
+    exit 3
+  fi
   NO_REVISIT=1 record_data 150000
   log "latent cache"
   $MW data encode --data "$DATA" --autoencoder "$1" && { [ -n "${DRY_RUN:-}" ] || touch "$mark"; }
