@@ -1,7 +1,8 @@
 # GPU speed (issue 13): one H200, one device command of about 7 minutes (bounded at STOP_AT=500 s).
 #   (a) the gpu tests (scripts/gpu/test.sh; SKIP_TESTS=1 leaves them out when the same command
 #       already ran them on this tree)
-#   (c) bench serve with the shipped doom-gpu bundle: the cudagraph backend with one client, 4 and
+#   (c) bench serve with the shipped doom-gpu bundle: the cudagraph backend with one client over
+#       3,500 blocks (10 minutes of play at 17.5 frames/s: the block cost at minute 10), 4 and
 #       8 clients (batched: runtime/backends/graph_batch.py) and 8 with --no-batching (one step a
 #       pass), and the torch backend's batched 4 and 8 clients beside them
 #   (b) bench generate, eager against cudagraph, at the doom-gpu and doom-cpu sizes (random
@@ -48,7 +49,7 @@ fi
 if on serve; then
 log "(c) bench serve, the shipped doom-gpu bundle"
 S="--checkpoint ${CHECKPOINT:-checkpoints/doom-gpu} --device cuda --window 50"
-T $MW bench serve $S --backend cudagraph --blocks 400 \
+T $MW bench serve $S --backend cudagraph --blocks 3500 --window 350 \
     --json $W/serve-doom-gpu-graphs-1.json > $W/serve-doom-gpu-graphs-1.txt 2>&1
 for N in 4 8; do
   T $MW bench serve $S --backend torch --clients $N --blocks 100 \
