@@ -297,9 +297,9 @@ def _preset_doom_cpu() -> WorldModelConfig:
 
 
 def _preset_doom_gpu() -> WorldModelConfig:
-    # The GPU default: twice doom-cpu (8.6M parameters) at the same 50 tokens per frame (patch
+    # The shipped default: twice doom-cpu (8.6M parameters) at the same 50 tokens per frame (patch
     # 3x2 over the 15x20 latent), sized so that its generator and memory model (17 MB each in
-    # bf16) ship in git beside doom-cpu within the repository's 60 MB for checkpoints.
+    # bf16) and its teacher ship in git within the repository's 60 MB for checkpoints.
     return WorldModelConfig(
         name="doom-gpu",
         autoencoder=AutoencoderConfig(latent_channels=8, base_channels=32, max_channels=128),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def add_model_args(p, data=True, checkpoint_required=True):
     p.add_argument("--checkpoint", required=checkpoint_required, type=Path, default=None,
-                   help="checkpoint directory (e.g. checkpoints/doom-cpu)")
+                   help="checkpoint directory (e.g. checkpoints/doom-gpu)")
     if data:
         p.add_argument("--data", required=True, help="dataset directory (or 'synthetic' for a smoke test)")
         p.add_argument("--split", default="heldout", help="dataset split (default: heldout)")
@@ -50,7 +50,7 @@ def load_predictors(args):
         raise ValueError("give --checkpoint CKPT, or --teacher RUN --autoencoder AE_DIR to evaluate a teacher alone")
     if args.checkpoint is None and args.autoencoder is None:
         raise ValueError("a teacher alone has no autoencoder: add --autoencoder AE_DIR (an autoencoder run or a "
-                         "checkpoint with autoencoder.safetensors, e.g. checkpoints/doom-cpu)")
+                         "checkpoint with autoencoder.safetensors, e.g. checkpoints/doom-gpu)")
     device = device_of(args)
     model = WorldModel.load(args.checkpoint, device) if args.checkpoint is not None else None
     if args.autoencoder is not None:

@@ -18,7 +18,7 @@ def register(sub):
         "its own rolling compressed memory. Binds loopback unless told otherwise; a remote bind needs "
         "CURVE keys or --insecure.",
     )
-    p.add_argument("--checkpoint", help="checkpoint directory (default: the shipped doom-cpu; doom-gpu on CUDA once it ships)")
+    p.add_argument("--checkpoint", help="checkpoint directory (default: the shipped doom-gpu, on every device)")
     p.add_argument("--preset", help="with --random-weights: model preset (tiny, doom-cpu, doom-gpu, doom-small)")
     p.add_argument("--random-weights", action="store_true", help="serve untrained weights of --preset (tests, speed)")
     p.add_argument("--bind", default="tcp://127.0.0.1:5555", help="ROUTER endpoint (a port of * picks a free one)")

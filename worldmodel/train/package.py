@@ -107,7 +107,7 @@ def register_package(stages) -> None:
     p.add_argument("--generator-name", default="generator",
                    help="weights name inside the generator run (generator, teacher; default generator)")
     p.add_argument("--memory-model", type=Path, help="memory-model run directory (MAG)")
-    p.add_argument("--out", required=True, type=Path, help="checkpoint directory to write (e.g. checkpoints/doom-cpu)")
+    p.add_argument("--out", required=True, type=Path, help="checkpoint directory to write (e.g. checkpoints/mine)")
     p.add_argument("--dtype", default="bfloat16", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--data-note", default="", help="one line on the training data for the model card")
     p.add_argument("--card", default="", help="extra Markdown for the model card (e.g. measured figures)")
