@@ -62,7 +62,8 @@ def load_predictors(args):
     predictors = {}
     if model is not None:
         _check_latents(model.config.model, ae.config, args.checkpoint)
-        predictors["generator (4 steps)"] = _guided(model.rollout(args.strategy), args)
+        steps = len(model.config.sampler.timesteps)  # 4 for every shipped bundle
+        predictors[f"generator ({steps} steps)"] = _guided(model.rollout(args.strategy), args)
     if args.teacher is not None:
         tdir = ckpt.resolve_checkpoint(args.teacher)
         tcfg = ckpt.load_config(tdir)  # the teacher's own sizes: it may be a different model from the generator
