@@ -77,3 +77,27 @@ def test_commands_started_in_the_background_are_recorded_one_per_line(tmp_path):
     lines = record.read_text().splitlines()
     assert sorted(line.split()[0] for line in lines) == sorted(f"cmd{n}" for n in range(32))
     assert all(line.split()[1:] == args.split() for line in lines)
+
+
+def test_park_moves_checkpoints_aside_and_back_and_sizes_what_would_travel(tmp_path):
+    import shutil
+
+    repo = tmp_path / "repo"
+    (repo / "checkpoints" / "big").mkdir(parents=True)
+    (repo / "scripts" / "gpu").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "gpu" / "park.sh", repo / "scripts" / "gpu" / "park.sh")
+    (repo / "checkpoints" / "big" / "w.bin").write_bytes(b"\0" * (65 * 2**20))  # over the limit alone
+    (repo / "small.txt").write_text("x")
+    git = lambda *a: subprocess.run(["git", *a], cwd=repo, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    git("add", ".")
+    park = lambda *a: subprocess.run(["bash", "scripts/gpu/park.sh", *a], cwd=repo, capture_output=True,  # noqa: E731
+                                     text=True, env={**os.environ, "PARK": str(tmp_path / "parked")})
+    too_big = park("size")
+    assert too_big.returncode != 0 and "TOO LARGE" in too_big.stdout
+    assert park("out", "checkpoints/big").returncode == 0 and not (repo / "checkpoints" / "big").exists()
+    fits = park("size")
+    assert fits.returncode == 0 and "fits" in fits.stdout
+    assert park("back").returncode == 0 and (repo / "checkpoints" / "big" / "w.bin").stat().st_size == 65 * 2**20
+    missing = park("out", "nothing")
+    assert missing.returncode != 0 and "park: no nothing here" in missing.stderr
