@@ -23,12 +23,19 @@ import numpy as np
 import torch
 
 from worldmodel.actions import ACTION_NAMES
+from worldmodel.metrics import psnr
 
 TURN_COMPONENTS = (ACTION_NAMES.index("turn"),)  # yaw: the component a left/right mirror negates
 COUNTERFACTUALS = ("mirrored turns", "shuffled")
 PSNR_CAP = 60.0  # dB, as everywhere in the evaluations: identical frames would average to infinity
 IGNORES_ACTIONS_DB = 50.0  # true-vs-counterfactual generations closer than this: the action changes nothing
 SAME_ACTIONS_TOLERANCE = 1e-6
+
+
+def frame_psnr(a, b) -> np.ndarray:
+    """Videos uint8 [F, H, W, 3] each (numpy or torch) -> per-frame PSNR [F], capped at PSNR_CAP."""
+    ta, tb = (torch.as_tensor(np.asarray(x)).movedim(-1, -3) for x in (a, b))
+    return np.minimum(psnr(ta, tb).numpy(), PSNR_CAP)
 
 
 def mirror_turns(actions: torch.Tensor) -> torch.Tensor:

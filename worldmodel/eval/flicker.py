@@ -12,20 +12,10 @@ memory write between), where a frame-autoregressive model jumps if it jumps anyw
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from worldmodel.metrics import psnr
+from worldmodel.eval.counterfactual import frame_psnr
 
 STILL_DB = 45.0  # consecutive engine frames at least this close count as a still view
-CAP_DB = 60.0  # as every PSNR of the evaluations
-
-
-def _consecutive_psnr(frames: np.ndarray) -> np.ndarray:
-    """uint8 [F, H, W, 3] -> [F - 1]: PSNR of frame t against frame t-1, capped."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).movedim(-1, -3)
-    n = len(x) - 1
-    out = [psnr(x[i + 1:min(i + 257, n + 1)], x[i:min(i + 256, n)]) for i in range(0, n, 256)]
-    return np.minimum(torch.cat(out).numpy(), CAP_DB) if out else np.zeros(0)
 
 
 def temporal_stability(generated: np.ndarray, truth: np.ndarray, block_frames: int, first: int = 0) -> dict:
@@ -34,7 +24,7 @@ def temporal_stability(generated: np.ndarray, truth: np.ndarray, block_frames: i
     frame to frame over them, all / inside a block / across a block boundary (None where none)."""
     if generated.shape != truth.shape:
         raise ValueError(f"generated {generated.shape} and true {truth.shape} frames differ in shape")
-    engine, model = _consecutive_psnr(truth), _consecutive_psnr(generated)
+    engine, model = frame_psnr(truth[1:], truth[:-1]), frame_psnr(generated[1:], generated[:-1])  # pair (t-1, t)
     t = np.arange(1, len(truth))  # pair (t-1, t)
     still = (engine >= STILL_DB) & (t > first)
     boundary = t % block_frames == 0  # frame t starts a block

@@ -25,8 +25,8 @@ from worldmodel.eval.drift import drift
 from worldmodel.eval.engine_view import at_model_size
 from worldmodel.eval.flicker import temporal_stability
 from worldmodel.eval.reprojection import followed_share, frame_to_frame_turns
-from worldmodel.eval.counterfactual import COUNTERFACTUALS, ActionFollowing, counterfactual_actions
-from worldmodel.metrics import psnr, sharpness
+from worldmodel.eval.counterfactual import COUNTERFACTUALS, ActionFollowing, counterfactual_actions, frame_psnr
+from worldmodel.metrics import sharpness
 
 
 SCRIPTS = ("tour", "still")
@@ -109,10 +109,6 @@ def rollout_counterfactual(kind: str, actions: np.ndarray, block_frames: int, se
     return np.concatenate([actions[:block_frames], *[b.numpy() for b in counterfactual_actions(kind, blocks, seed)]])
 
 
-def _per_frame_psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.minimum(psnr(torch.from_numpy(a).movedim(-1, -3), torch.from_numpy(b).movedim(-1, -3)).numpy(), 60.0)
-
-
 def _sharpness(frames: np.ndarray) -> np.ndarray:
     return sharpness(torch.from_numpy(frames).movedim(-1, -3)).numpy()
 
@@ -135,13 +131,13 @@ def long_rollout(model: WorldModel, settings: EngineSettings, seconds: float, ou
     truth, poses = engine_run(settings, actions, (a.frame_height, a.frame_width))
     generated = generate_along(model, truth, actions, poses, strategy, seed, progress)
     # capped like the other evaluations; the first block is the observed truth and is not scored
-    per_frame = _per_frame_psnr(generated, truth)[bf:]
+    per_frame = frame_psnr(generated, truth)[bf:]
     following = {}
     for kind in counterfactuals:
         other = generate_along(model, truth, rollout_counterfactual(kind, actions, bf, seed), poses, strategy, seed,
                                progress, desc=kind)
         f = ActionFollowing()
-        f.add(per_frame, _per_frame_psnr(other, truth)[bf:], _per_frame_psnr(generated, other)[bf:])
+        f.add(per_frame, frame_psnr(other, truth)[bf:], frame_psnr(generated, other)[bf:])
         following[kind] = f.summary()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -33,11 +33,11 @@ from worldmodel.bundle import WorldModel
 from worldmodel.data.engine import DoomEngine, snap_action
 from worldmodel.data.policies import STOP_FRAMES, WanderSegment
 from worldmodel.data.splits import heldout_maps, parse_map
-from worldmodel.eval.counterfactual import IGNORES_ACTIONS_DB, PSNR_CAP, TURN_COMPONENTS
+from worldmodel.eval.counterfactual import IGNORES_ACTIONS_DB, TURN_COMPONENTS, frame_psnr
 from worldmodel.eval.engine_view import at_model_size, engine_settings
 from worldmodel.eval.prediction import continue_from
 from worldmodel.eval.reprojection import followed_share, implied_yaw, turned_last_frame, yaw_change
-from worldmodel.metrics import psnr, sharpness
+from worldmodel.metrics import sharpness
 from worldmodel.rollout import Rollout
 
 BRANCHES = ("left", "right", "still")
@@ -137,12 +137,6 @@ def _play(engine: DoomEngine, actions: np.ndarray, map_name: str) -> tuple[np.nd
     return np.stack(frames), np.stack(poses).astype(np.float32)
 
 
-def _psnr(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:
-    """uint8 [F, H, W, 3] each -> per-frame PSNR, capped."""
-    ta, tb = (torch.as_tensor(np.asarray(x)).movedim(-1, -3) for x in (a, b))
-    return np.minimum(psnr(ta, tb).numpy(), PSNR_CAP)
-
-
 def _sharpness(frames: np.ndarray) -> float:
     return float(sharpness(torch.as_tensor(frames).movedim(-1, -3)).mean())
 
@@ -159,10 +153,10 @@ def turn_eval(model: WorldModel, predictors: dict[str, Rollout], cases: list[Tur
         last = case.context[-1:]
         turned = {b: turned_last_frame(case.context[-1], case.poses[b], case.context_poses[-1]) for b in BRANCHES}
         row = {"map": case.map, "seed": case.seed, "predictors": {},
-               "copy-last": {b: _psnr(np.repeat(last, len(case.frames[b]), 0), case.frames[b]).tolist()
+               "copy-last": {b: frame_psnr(np.repeat(last, len(case.frames[b]), 0), case.frames[b]).tolist()
                              for b in BRANCHES},
-               "turn-last": {b: _psnr(turned[b], case.frames[b]).tolist() for b in BRANCHES},
-               "turn-last_mirrored": {b: _psnr(turned[MIRROR[b]], case.frames[b]).tolist() for b in MIRROR},
+               "turn-last": {b: frame_psnr(turned[b], case.frames[b]).tolist() for b in BRANCHES},
+               "turn-last_mirrored": {b: frame_psnr(turned[MIRROR[b]], case.frames[b]).tolist() for b in MIRROR},
                "engine_yaw": {b: yaw_change(case.poses[b][:IMPLIED_FRAMES], case.context_poses[-1]).tolist()
                               for b in BRANCHES},
                "engine_sharpness": float(np.mean([_sharpness(case.frames[b]) for b in BRANCHES]))}
@@ -172,13 +166,13 @@ def turn_eval(model: WorldModel, predictors: dict[str, Rollout], cases: list[Tur
                                     torch.from_numpy(case.poses[b]), seed=seed * 100003 + i).cpu().numpy()
                    for b in BRANCHES}
             gens[name] = gen
-            vs_engine = {b: _psnr(gen[b], case.frames[b]) for b in BRANCHES}
-            mirrored = {b: _psnr(gen[MIRROR[b]], case.frames[b]) for b in MIRROR}
+            vs_engine = {b: frame_psnr(gen[b], case.frames[b]) for b in BRANCHES}
+            mirrored = {b: frame_psnr(gen[MIRROR[b]], case.frames[b]) for b in MIRROR}
             row["predictors"][name] = {
                 "psnr_vs_engine": {b: v.tolist() for b, v in vs_engine.items()},
                 "psnr_mirrored_vs_engine": {b: v.tolist() for b, v in mirrored.items()},
                 "delta_db": {b: float(vs_engine[b].mean() - mirrored[b].mean()) for b in MIRROR},
-                "left_vs_right_psnr": _psnr(gen["left"], gen["right"]).tolist(),
+                "left_vs_right_psnr": frame_psnr(gen["left"], gen["right"]).tolist(),
                 "sharpness": float(np.mean([_sharpness(gen[b]) for b in BRANCHES])),
                 "implied_yaw": {b: [implied_yaw(case.context[-1], f) for f in gen[b][:IMPLIED_FRAMES]] for b in BRANCHES},
             }
