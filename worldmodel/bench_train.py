@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from worldmodel import bench_train_autoencoder
+from worldmodel.bench_stage import construct_stage, peak_gb, timed
 from worldmodel.config import apply_overrides, preset
 from worldmodel.machine import describe
 
@@ -127,25 +127,6 @@ def _autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def _timed(step, warmup: int, steps: int, device: torch.device) -> float:
-    """Seconds per step (mean over `steps`, after `warmup` untimed steps)."""
-    for _ in range(warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - t0) / steps
-
-
-def _peak_gb(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
-
-
 def build_stage(args, cfg, device: torch.device, workdir: Path):
     """The stage as `magworld train` builds it, with a random-weight autoencoder checkpoint."""
     from worldmodel.autoencoder import Autoencoder
@@ -159,27 +140,9 @@ def build_stage(args, cfg, device: torch.device, workdir: Path):
                                         "--compile", args.compile], cfg, args.batch_size, device, workdir)
 
 
-def construct_stage(name: str, argv: list[str], cfg, batch_size: int, device: torch.device, workdir: Path):
-    """Stage `name` built as `magworld train NAME ARGV` builds it, on one process of `device`."""
-    from worldmodel.train.distributed import DistInfo
-    from worldmodel.train.stage import TrainOptions
-    from worldmodel.train.stages import load_stage
-
-    cls = load_stage(name)
-    parser = argparse.ArgumentParser()
-    cls.add_arguments(parser)
-    options = TrainOptions(out=workdir / "run", batch_size=batch_size, extra=vars(parser.parse_args(argv)))
-    stage = cls(cfg, options, DistInfo(rank=0, world_size=1, local_rank=0, device=device))
-    stage.build()
-    for opt in stage.optimizers().values():  # as the trainer's learning-rate schedule does
-        for group in opt.param_groups:
-            group.setdefault("base_lr", group["lr"])
-    return stage
-
-
 def run(args: argparse.Namespace) -> int:
     if args.stage == "autoencoder":  # a conv net on frames: its own rows, no reference transformer
-        return bench_train_autoencoder.run(args, _timed)
+        return bench_train_autoencoder.run(args)
     device = torch.device(args.device)
     cfg = apply_overrides(preset(args.preset), args.set)
     m = cfg.model
@@ -208,8 +171,8 @@ def run(args: argparse.Namespace) -> int:
             step_index[0] += 1
 
         mask = stage.mask
-        seconds = _timed(stage_step, args.warmup, args.steps, device)
-        peak = _peak_gb(device)
+        seconds = timed(stage_step, args.warmup, args.steps, device)
+        peak = peak_gb(device)
         params = sum(p.numel() for p in stage.network.parameters())
         del stage
     flops = step_flops(cfg, args.batch_size, frames, mask)
@@ -260,10 +223,10 @@ def _reference_row(args, cfg, device, mask, frames, tokens, flops) -> dict:
         loss.backward()
         opt.step()
 
-    seconds = _timed(step, args.warmup, args.steps, device)
+    seconds = timed(step, args.warmup, args.steps, device)
     return {"run": "reference transformer", "params_M": sum(p.numel() for p in net.parameters()) / 1e6,
             "steps_per_s": 1 / seconds, "tokens_per_s": tokens / seconds, "tflops": flops / seconds / 1e12,
-            "peak_gb": _peak_gb(device)}
+            "peak_gb": peak_gb(device)}
 
 
 def _print(result: dict) -> None:

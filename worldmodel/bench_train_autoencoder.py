@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from worldmodel.bench_stage import construct_stage, peak_gb, timed
 from worldmodel.config import apply_overrides, preset
 from worldmodel.machine import describe
 
@@ -39,8 +40,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_stage(args, cfg, device: torch.device, workdir: Path, channels_last: bool):
     """The autoencoder stage as `magworld train autoencoder` builds it, from random weights."""
-    from worldmodel.bench_train import construct_stage  # here: bench_train imports this module
-
     argv = ["--adv-weight", str(args.adv_weight)] + (["--channels-last"] if channels_last else [])
     return construct_stage("autoencoder", argv, cfg, args.batch_size, device, workdir)
 
@@ -53,8 +52,7 @@ def layouts(spec: str) -> list[str]:
     return chosen
 
 
-def run(args: argparse.Namespace, timed) -> int:
-    """timed(step, warmup, steps, device) -> seconds a step (bench_train's timer)."""
+def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     cfg = apply_overrides(preset(args.preset), args.set)
     a = cfg.autoencoder
@@ -82,7 +80,7 @@ def run(args: argparse.Namespace, timed) -> int:
                 step()
             flops = counter.get_total_flops()
             seconds = timed(step, args.warmup, args.steps, device)
-            peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+            peak = peak_gb(device)
             params = sum(p.numel() for p in stage.autoencoder.parameters())
             if stage.discriminator is not None:
                 params += sum(p.numel() for p in stage.discriminator.parameters())
