@@ -18,19 +18,17 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from worldmodel.autoencoder import Autoencoder, frames_to_uint8
+from worldmodel.autoencoder import Autoencoder, frames_to_uint8, load_autoencoder
 from worldmodel.bundle import WorldModel
 from worldmodel.data.dataset import ClipDataset
 from worldmodel.metrics import psnr, sharpness
-from worldmodel.train import checkpoint as ckpt
 
 
-def load_autoencoder(directory: str, like: WorldModel) -> Autoencoder:
-    directory = ckpt.resolve_checkpoint(directory)
-    config = ckpt.load_config(directory).autoencoder
-    if config != like.config.autoencoder:
+def decoder_run(directory: str, like: WorldModel) -> Autoencoder:
+    """A decoder-only run's autoencoder, refused unless its encoder is the bundle's, bit for bit."""
+    ae = load_autoencoder(directory)
+    if ae.config != like.config.autoencoder:
         raise SystemExit(f"{directory}: its autoencoder config differs from the bundle's")
-    ae = ckpt.build_and_load(lambda: Autoencoder(config), directory, "autoencoder").eval()
     for (name, a), b in zip(ae.encoder.state_dict().items(), like.autoencoder.encoder.state_dict().values()):
         if not torch.equal(a, b):
             raise SystemExit(f"{directory}: encoder weight {name} differs from the bundle's: not a decoder-only run")
@@ -52,7 +50,7 @@ def main():
     decoders = {"bundle": model.autoencoder}
     for spec in args.decoder:
         name, _, directory = spec.partition("=")
-        decoders[name] = load_autoencoder(directory, model)
+        decoders[name] = decoder_run(directory, model)
     bf = model.config.model.block_frames
     clips = ClipDataset(args.data, 4 * bf, block_frames=bf, split="heldout", seed=0)
     truth, real, generated = [], [], []
