@@ -142,3 +142,33 @@ def test_bench_train_times_the_autoencoder_in_both_layouts_with_counted_flops(tm
                           "--preset", "tiny", "--device", "cpu", "--layouts", "nhwc"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode != 0 and "--layouts: unknown nhwc" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_bench_train_splits_a_self_forcing_step_into_its_phases(tmp_path):
+    """`--stage generator` (MAG stage 2 with history): steps/s, one cycle's phases, the history
+    table among them, and the operator count; the phases are real times of real calls."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, "-m", "worldmodel.cli", "bench", "train", "--stage", "generator",
+                          "--preset", "tiny", "--device", "cpu", "--steps", "2", "--warmup", "2", "--batch-size", "2",
+                          "--clip-blocks", "4", "--history-blocks", "3", "--critic-steps", "2", "--count-operators",
+                          "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["steps_per_s"] > 0 and result["generator_updates_per_s"] == result["steps_per_s"] / 2
+    phases = result["phase_seconds_per_step"]
+    for name in ("history slot table", "rollout, with gradient", "rollout, no gradient", "score: teacher",
+                 "score: fake", "backward + step: generator", "backward + step: fake_score"):
+        assert phases[name] > 0, name
+    # the phases are part of a step: together no more than a few steps' worth
+    assert sum(phases.values()) < 5 / result["steps_per_s"]
+    ops = result["operators_per_step"]
+    assert ops["generator update"] > ops["fake score only"] > 0
+    assert "after 3 blocks of history" in result["batch"] and "rollout, no gradient" in run.stdout
+    bad = subprocess.run([sys.executable, "-m", "worldmodel.cli", "bench", "train", "--stage", "dmd",
+                          "--preset", "tiny", "--device", "cpu", "--history-blocks", "3"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode != 0 and "--history-blocks is stage generator's" in bad.stderr and "Traceback" not in bad.stderr

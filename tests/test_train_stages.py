@@ -23,14 +23,15 @@ def runs(tmp_path_factory):
     return save_tiny_runs(tmp_path_factory.mktemp("runs"))
 
 
-def make_stage(name, runs, tmp_path, **extra):
+def make_stage(name, runs, tmp_path, device="cpu", **extra):
     cfg = preset("tiny")
     cls = load_stage(name)
     base = {"autoencoder": str(runs / "ae"), "teacher": str(runs / "teacher"),
             "memory_model": str(runs / "memory_model"), "scene_dropout": 0.1, "critic_steps": 1000}
     opts = TrainOptions(out=Path(tmp_path), batch_size=2, lr=3e-3, extra={**base, **extra})
     torch.manual_seed(0)
-    stage = cls(cfg, opts, CPU)
+    info = CPU if device == "cpu" else DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device(device))
+    stage = cls(cfg, opts, info)
     stage.build()
     return stage
 
@@ -155,3 +156,27 @@ def test_a_trained_memory_model_rebuilds_a_block_from_its_slot_better_than_an_un
 
     before, after = rebuild_error(untrained), rebuild_error(trained)
     assert after < 0.5 * before, (before, after)
+
+
+# bf16 autocast on CUDA: eager and compiled kernels round differently
+DEVICES = [pytest.param("cpu", 1e-3, id="cpu"), pytest.param("cuda", 3e-2, id="cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize("device,rel", DEVICES)
+@pytest.mark.parametrize("name", ["dmd", "generator"])
+def test_compiled_self_forcing_stage_takes_the_eager_steps(name, device, rel, runs, tmp_path):
+    """--compile on (the score models whole, the generator and writer in their token paths: what
+    CUDA runs by default) gives the eager stage's losses, a generator update and a critic step."""
+    extra = {"critic_steps": 2, **({"history_blocks": 2} if name == "generator" else {})}
+    eager = make_stage(name, runs, tmp_path / "eager", device, compile="off", **extra)
+    compiled = make_stage(name, runs, tmp_path / "compiled", device, compile="on", **extra)
+    assert compiled.generator.token_paths is not None and eager.generator.token_paths is None
+    batch = {k: v.to(device) for k, v in fixed_batch(eager).items()}
+    for step in (0, 1):  # step 0 moves the generator too
+        got = []
+        for stage in (eager, compiled):
+            torch.manual_seed(50 + step)
+            got.append({k: float(v) for k, v in stage.train_step(batch, step).items()})
+        assert got[0].keys() == got[1].keys()
+        for key in got[0]:
+            assert got[1][key] == pytest.approx(got[0][key], rel=rel, abs=1e-5), (step, key)

@@ -28,6 +28,25 @@ def construct_stage(name: str, argv: list[str], cfg, batch_size: int, device: to
     return stage
 
 
+def random_latent_batches(model_cfg, frames: int, batch_size: int, action_scale: torch.Tensor,
+                          device: torch.device, bank: int = 4096):
+    """f() -> a batch as the latent cache gives one: latents float32 [batch, frames, C, h, w],
+    actions [batch, frames, A] in physical units, scene [batch]. A bank of random latents and
+    actions sits on the device; each call gathers its clips from it as LatentClips does
+    (random rows, float16 -> float32), so the timing is the GPU's, not the loader's."""
+    m = model_cfg
+    latents = torch.randn(bank, m.latent_channels, m.latent_height, m.latent_width, device=device).half()
+    actions = (torch.rand(bank, m.action_dim, device=device) * 2 - 1) * action_scale
+    offsets = torch.arange(frames, device=device)
+
+    def batch():
+        rows = torch.randint(bank - frames, (batch_size,), device=device)[:, None] + offsets
+        return {"latents": latents[rows].float(), "actions": actions[rows],
+                "scene": torch.randint(max(m.num_scenes, 1), (batch_size,), device=device)}
+
+    return batch
+
+
 def timed(step, warmup: int, steps: int, device: torch.device) -> float:
     """Seconds per step (mean over `steps`, after `warmup` untimed steps)."""
     for _ in range(warmup):

@@ -1,5 +1,6 @@
 """`magworld bench train`: training steps per second of a latent stage, beside a plain reference
-(`--stage autoencoder`, the frame autoencoder, is timed by worldmodel/bench_train_autoencoder.py).
+(`--stage autoencoder`, the frame autoencoder, is timed by worldmodel/bench_train_autoencoder.py;
+`--stage dmd|generator`, the Self Forcing stages, phase by phase by worldmodel/bench_train_self_forcing.py).
 
 The stage is built exactly as `magworld train` builds it (its network, loss, optimizer, EMA,
 torch.compile and bf16 autocast on CUDA) and fed batches gathered from a bank of random latents
@@ -25,12 +26,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from worldmodel import bench_train_autoencoder
-from worldmodel.bench_stage import construct_stage, peak_gb, timed
+from worldmodel import bench_train_autoencoder, bench_train_self_forcing
+from worldmodel.bench_stage import construct_stage, peak_gb, random_latent_batches, timed
 from worldmodel.config import apply_overrides, preset
 from worldmodel.machine import describe
 
-STAGES = ("teacher", "memory", "autoencoder")  # autoencoder: worldmodel/bench_train_autoencoder.py
+# autoencoder: worldmodel/bench_train_autoencoder.py; dmd, generator: worldmodel/bench_train_self_forcing.py
+STAGES = ("teacher", "memory", "autoencoder", *bench_train_self_forcing.STAGES)
 
 
 def register(sub):
@@ -54,6 +56,7 @@ def register(sub):
     p.add_argument("--no-reference", action="store_true", help="skip the reference transformer")
     p.add_argument("--json", help="also write the results as JSON to this file")
     bench_train_autoencoder.add_arguments(p)
+    bench_train_self_forcing.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -143,6 +146,8 @@ def build_stage(args, cfg, device: torch.device, workdir: Path):
 def run(args: argparse.Namespace) -> int:
     if args.stage == "autoencoder":  # a conv net on frames: its own rows, no reference transformer
         return bench_train_autoencoder.run(args)
+    if args.stage in bench_train_self_forcing.STAGES:  # a rollout and two score models: timed by phase
+        return bench_train_self_forcing.run(args)
     device = torch.device(args.device)
     cfg = apply_overrides(preset(args.preset), args.set)
     m = cfg.model
@@ -152,18 +157,7 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         stage = build_stage(args, cfg, device, Path(tmp))
         frames = stage.clip_frames
-        # A bank of random latents and actions on the device; each step gathers its clips from
-        # it as LatentClips does (random rows, float16 -> float32).
-        bank = 4096
-        latents = torch.randn(bank, m.latent_channels, m.latent_height, m.latent_width, device=device).half()
-        actions = (torch.rand(bank, m.action_dim, device=device) * 2 - 1) * stage.network.action_scale
-        offsets = torch.arange(frames, device=device)
-
-        def batch():
-            rows = torch.randint(bank - frames, (args.batch_size,), device=device)[:, None] + offsets
-            return {"latents": latents[rows].float(), "actions": actions[rows],
-                    "scene": torch.randint(max(m.num_scenes, 1), (args.batch_size,), device=device)}
-
+        batch = random_latent_batches(m, frames, args.batch_size, stage.network.action_scale, device)
         step_index = [0]
 
         def stage_step():

@@ -15,6 +15,9 @@
 #       then cudagraph with cuDNN attention first; the GPU time of a steady pass split by kernel kind
 #   (e) SECTIONS=train: bench train of the autoencoder stage in both memory layouts
 #       (--channels-last) and of the teacher beside its reference (not in the default)
+#   (f) SECTIONS=sf: bench train of the Self Forcing stages phase by phase, profiled: dmd
+#       compiled at batch 16 (self_forcing.sh's run) and 64, MAG stage 2 (generator, 89 blocks of
+#       history: stage2.sh's run) compiled, dmd eager (not in the default; about 5 minutes)
 # SECTIONS picks what runs (default "tests serve generate wan"; SKIP_TESTS=1 drops the tests).
 # Logs and JSON go to $OUT/speed.tar (the device returns at most 8 files), the table to
 # $OUT/summary.txt; the table is printed last.
@@ -81,6 +84,22 @@ T $MW bench generate $WAN --cuda-graphs --json $W/gen-wan-graphs.json > $W/gen-w
 T $MW bench generate $WAN --json $W/gen-wan-eager.json > $W/gen-wan-eager.txt 2>&1
 T $MW bench generate $WAN --cuda-graphs --attention cudnn --json $W/gen-wan-graphs-cudnn.json \
     > $W/gen-wan-graphs-cudnn.txt 2>&1
+pack
+fi
+
+if on sf; then
+log "(f) bench train: Self Forcing (dmd) compiled at batch 16 and 64 and eager, MAG stage 2 (generator) compiled"
+# session 12: eager 1.67 steps/s, compiled 2.42 at batch 16; each run prints as it measures
+SF="--preset doom-gpu --steps 9 --warmup 6 --critic-steps 3 --profile"
+T $MW bench train --stage dmd $SF --batch-size 16 --clip-blocks 6 --compile on \
+    --json $W/train-dmd-16-on.json > $W/train-dmd-16-on.txt 2>&1
+T $MW bench train --stage dmd $SF --batch-size 64 --clip-blocks 6 --compile on \
+    --json $W/train-dmd-64-on.json > $W/train-dmd-64-on.txt 2>&1
+T $MW bench train --stage generator $SF --batch-size 16 --clip-blocks 7 --history-blocks 89 --compile on \
+    --json $W/train-generator-16-on.json > $W/train-generator-16-on.txt 2>&1
+T $MW bench train --stage dmd $SF --batch-size 16 --clip-blocks 6 --compile off \
+    --json $W/train-dmd-16-off.json > $W/train-dmd-16-off.txt 2>&1
+cat $W/train-dmd-*.txt $W/train-generator-*.txt
 pack
 fi
 

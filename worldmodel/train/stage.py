@@ -124,10 +124,12 @@ class Stage:
     def compiled(self, module: nn.Module) -> nn.Module:
         """`module` under torch.compile when `--compile` says so (auto: on CUDA). The weights stay
         those of `module`: checkpoints, EMA and optimizers use the uncompiled module."""
+        return torch.compile(module) if self.compile_enabled() else module
+
+    def compile_enabled(self) -> bool:
+        """Whether `--compile` (auto: on CUDA) asks for torch.compile."""
         choice = self.options.extra.get("compile") or "auto"
-        if choice == "on" or (choice == "auto" and self.device.type == "cuda"):
-            return torch.compile(module)
-        return module
+        return choice == "on" or (choice == "auto" and self.device.type == "cuda")
 
     def adamw(self, module: nn.Module, **kwargs) -> torch.optim.Optimizer:
         """AdamW over `module`'s parameters: the fused CUDA kernel where it applies (one launch

@@ -6,6 +6,12 @@ frozen teacher (real score) and a "fake" score model trained on the generator's 
 DMD moves the generator along (fake x0 - real x0). The fake score is trained by flow matching
 on generator outputs every step; the generator is updated every `--critic-steps` steps.
 Both scores see the teacher-forcing layout [clean history ; noisy clip], as the teacher did.
+
+Compiled with `--compile` (auto: on CUDA): the two score models whole (their clips have one fixed
+shape), the generator and the memory writer only in their token paths (worldmodel/model/fused.py:
+a rollout's memory grows block by block, and the token paths are the same for every length).
+A step is otherwise a few hundred small launches per network pass, dozens of passes a step
+(`magworld bench train --stage dmd` counts them).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from worldmodel.diffusion.flow_matching import shift_sigma, step_sigmas
+from worldmodel.model.fused import compile_token_paths
 from worldmodel.model.masks import teacher_forcing
 from worldmodel.train.ema import EMA
 from worldmodel.train.latent_stage import LatentStage, paired_velocity
@@ -50,7 +57,11 @@ class DMDStage(LatentStage):
         # the dataset's clips: `history_blocks` blocks of history, then the clip that is trained
         self.clip_frames = (self.history_blocks + self.clip_blocks) * self.block
         self.gen_net = self.parallel(self.generator)
-        self.fake_net = self.parallel(self.fake)
+        self.teacher_net = self.compiled(self.teacher)
+        self.fake_net = self.compiled(self.parallel(self.fake))
+        if self.compile_enabled():
+            for model in {id(m): m for m in (self.generator, self.writer)}.values():
+                compile_token_paths(model)
         self.gen_opt = self.adamw(self.generator, lr=self.lr, betas=(0.0, 0.999))
         self.fake_opt = self.adamw(self.fake, lr=float(extra.get("fake_lr") or self.lr), betas=(0.0, 0.999))
         self.ema = EMA(self.generator, decay=self.options.ema_decay)
@@ -94,7 +105,7 @@ class DMDStage(LatentStage):
     def score_x0(self, net, clean, noisy, s, actions, scene, pos):
         """x0 predicted by a score model for the noisy half [b, F] (teacher-forcing layout)."""
         v = paired_velocity(net, clean, noisy, s, actions, pos, self.mask, scene, self.autocast)
-        if net is self.teacher and self.guidance != 1.0:
+        if net is self.teacher_net and self.guidance != 1.0:
             empty = torch.full_like(scene, -1)
             v_u = paired_velocity(net, clean, noisy, s, actions, pos, self.mask, empty, self.autocast)
             v = v_u + self.guidance * (v - v_u)
@@ -119,7 +130,7 @@ class DMDStage(LatentStage):
             s = shift_sigma(torch.rand(b, 1, device=self.device) * 0.96 + 0.02, self.config.sampler.shift).expand(b, f)
             noisy = (1 - s[..., None, None, None]) * clip.detach() + s[..., None, None, None] * torch.randn_like(clip)
             with torch.no_grad():
-                real = self.score_x0(self.teacher, clip.detach(), noisy, s, actions, scene, pos)
+                real = self.score_x0(self.teacher_net, clip.detach(), noisy, s, actions, scene, pos)
                 fake = self.score_x0(self.fake_net, clip.detach(), noisy, s, actions, scene, pos)
             g = slice(self.block, f)
             diff = (fake - real)[:, g]

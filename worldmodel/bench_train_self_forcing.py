@@ -1,0 +1,259 @@
+"""`magworld bench train --stage dmd|generator`: where a Self Forcing step's time goes.
+
+The two stages that distil the 4-step generator (`dmd`: Self Forcing + DMD; `generator`: MAG
+stage 2, the same with the frozen memory model writing the cache and `--history-blocks` of
+compressed history) are built exactly as `magworld train` builds them, from random weights (the
+teacher, the memory model and the autoencoder are written as random-weight checkpoints: a step
+costs the same whatever the weights), and fed batches gathered from a bank of random latents on
+the device, as the latent cache feeds them.
+
+The figures, each printed (and written to --json) as soon as it is measured:
+  - steps/s over `--steps` timed steps (nothing synchronised in between), and generator updates/s
+    (one step in `--critic-steps` moves the generator; the others only the fake score);
+  - the phases of a step, each timed with the device synchronised around it over one cycle of
+    `--critic-steps` steps: the history's slot table (stage `generator`), the rollout (split
+    into the steps with and without gradient), the two score models, the fake score's flow
+    matching step, the optimizer steps (backward included). Synchronising adds a little to
+    each phase, so these add up to slightly more than the unsynchronised step.
+  - with `--count-operators`: the operators one step issues (torch.profiler's count of aten
+    calls, nested ones included), which bound a step's time when kernels are too small to fill
+    the GPU;
+  - with `--profile` (CUDA): one cycle under torch.profiler, the GPU's kernel time against the
+    wall time of the same steps (how busy the GPU is), host-device synchronisations, and the
+    kernels that take the most time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from worldmodel.bench_stage import construct_stage, peak_gb, random_latent_batches, timed
+from worldmodel.config import apply_overrides, preset
+from worldmodel.machine import describe
+
+STAGES = ("dmd", "generator")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--critic-steps", type=int, default=3,
+                   help="stages dmd/generator: fake-score updates per generator update (default 3)")
+    p.add_argument("--profile", action="store_true",
+                   help="stages dmd/generator, CUDA: also profile one cycle (GPU busy share, synchronisations, top kernels)")
+    p.add_argument("--count-operators", action="store_true",
+                   help="stages dmd/generator: also count the aten calls of a step (torch.profiler on the CPU side; "
+                        "slow on CUDA, where --profile says more)")
+    p.add_argument("--history-blocks", type=int, default=0, metavar="H",
+                   help="stage generator: blocks of compressed history before each clip (default 0; "
+                        "scripts/gpu/stage2.sh trains with capacity - clip blocks)")
+
+
+def _random_checkpoints(cfg, workdir: Path) -> dict[str, Path]:
+    """Random-weight autoencoder, teacher and memory-model checkpoints of `cfg` under `workdir`."""
+    from worldmodel.autoencoder import Autoencoder
+    from worldmodel.model import CausalDiT
+    from worldmodel.train import checkpoint as ckpt
+
+    dirs = {}
+    for name, module in (("autoencoder", Autoencoder(cfg.autoencoder)), ("teacher", CausalDiT(cfg.model)),
+                         ("memory_model", CausalDiT(cfg.model))):
+        d = dirs[name] = workdir / name
+        d.mkdir()
+        ckpt.save_config(d, cfg)
+        ckpt.save_weights(d, name, module.state_dict())
+    return dirs
+
+
+def build_stage(args, cfg, device: torch.device, workdir: Path):
+    dirs = _random_checkpoints(cfg, workdir)
+    argv = ["--autoencoder", str(dirs["autoencoder"]), "--teacher", str(dirs["teacher"]),
+            "--clip-blocks", str(args.clip_blocks), "--compile", args.compile,
+            "--critic-steps", str(args.critic_steps)]
+    if args.stage == "generator":
+        argv += ["--memory-model", str(dirs["memory_model"]), "--history-blocks", str(args.history_blocks)]
+    elif args.history_blocks:
+        raise ValueError("--history-blocks is stage generator's (MAG stage 2)")
+    return construct_stage(args.stage, argv, cfg, args.batch_size, device, workdir)
+
+
+class PhaseClock:
+    """Seconds per named phase: wraps bound methods of an object (and module functions) so that
+    each call is timed with the device synchronised before and after."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._undo: list = []
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def wrap(self, owner, attr: str, name=None):
+        """Time every call of owner.attr under `name` (a string, or f(args, kwargs) -> string)."""
+        original = getattr(owner, attr)
+        had_own = attr in vars(owner)
+
+        def timed_call(*a, **kw):
+            label = name(a, kw) if callable(name) else (name or attr)
+            self._sync()
+            t0 = time.perf_counter()
+            out = original(*a, **kw)
+            self._sync()
+            self.seconds[label] += time.perf_counter() - t0
+            return out
+
+        setattr(owner, attr, timed_call)
+        self._undo.append((owner, attr, original if had_own else None))
+
+    def restore(self):
+        for owner, attr, original in reversed(self._undo):
+            if original is None:
+                delattr(owner, attr)
+            else:
+                setattr(owner, attr, original)
+        self._undo.clear()
+
+
+def phase_breakdown(stage, step, cycles: int, device: torch.device) -> dict[str, float]:
+    """Seconds per step of each phase, over `cycles` cycles of `critic_steps` steps."""
+    import worldmodel.train.stage_dmd as stage_dmd
+
+    clock = PhaseClock(device)
+    clock.wrap(stage, "history_table", "history slot table")
+    clock.wrap(stage, "rollout", lambda a, kw: "rollout, with gradient" if kw.get("grad") else "rollout, no gradient")
+    clock.wrap(stage, "score_x0", lambda a, kw: "score: teacher" if a[0] is stage.teacher_net else "score: fake")
+    clock.wrap(stage_dmd, "flow_matching_loss", "fake score: flow-matching forward")
+    clock.wrap(stage, "optimize", lambda a, kw: f"backward + step: {a[1]}")
+    steps = cycles * stage.critic_steps
+    try:
+        for _ in range(steps):
+            step()
+    finally:
+        clock.restore()
+    return {k: v / steps for k, v in clock.seconds.items()}
+
+
+def count_operators(step) -> int:
+    """aten operators one call of `step` issues (torch.profiler, CPU side)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
+
+
+def gpu_profile(step, steps: int, device: torch.device, top: int = 12) -> dict:
+    """`steps` calls of `step` under torch.profiler (CPU and CUDA): wall and kernel seconds per
+    step, synchronisations and host-device copies per step, and the `top` kernels by time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize(device)
+    wall = (time.perf_counter() - t0) / steps
+    events = prof.key_averages()
+
+    def device_us(e):
+        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+
+    kernels = [e for e in events if device_us(e) > 0 and not e.key.startswith(("aten::", "cuda", "Memcpy", "Memset"))]
+    kernel_s = sum(device_us(e) for e in kernels) / 1e6 / steps
+    count = {e.key: e.count for e in events}
+    syncs = sum(n for k, n in count.items() if "Synchronize" in k) / steps
+    copies = sum(n for k, n in count.items() if k.startswith("cudaMemcpy")) / steps
+    launches = sum(n for k, n in count.items() if k.startswith(("cudaLaunchKernel", "cuLaunchKernel", "cudaGraphLaunch"))) / steps
+    ranked = sorted(kernels, key=device_us, reverse=True)[:top]
+    return {"wall_ms": 1000 * wall, "kernel_ms": 1000 * kernel_s, "gpu_busy": kernel_s / wall,
+            "syncs_per_step": syncs, "memcpy_calls_per_step": copies, "launches_per_step": launches,
+            "top_kernels_ms": {e.key[:80]: device_us(e) / 1000 / steps for e in ranked}}
+
+
+def run(args: argparse.Namespace) -> int:
+    device = torch.device(args.device)
+    cfg = apply_overrides(preset(args.preset), args.set)
+    m = cfg.model
+    if args.critic_steps < 1:
+        raise ValueError("--critic-steps must be at least 1")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    torch.manual_seed(0)
+    result = {"machine": describe(str(device)), "stage": args.stage, "preset": args.preset,
+              "dim x layers": f"{m.dim} x {m.layers} (heads {m.heads}, ffn {m.ffn_dim})", "compile": args.compile}
+
+    def report(**figures):
+        """Each figure printed and saved as soon as it is measured: a run stopped by a time limit
+        keeps what it measured."""
+        result.update(figures)
+        _print(result, list(figures))
+        if args.json:
+            import json
+
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        stage = build_stage(args, cfg, device, Path(tmp))
+        # clips of history + clip frames
+        batch = random_latent_batches(m, stage.clip_frames, args.batch_size, stage.generator.action_scale, device)
+        step_index = [0]
+
+        def step():
+            stage.train_step(batch(), step_index[0])
+            step_index[0] += 1
+
+        report(batch=f"{args.batch_size} clips x {stage.clip_blocks} blocks"
+               + (f" after {stage.history_blocks} blocks of history" if stage.history_blocks else ""),
+               critic_steps=stage.critic_steps, params_M=sum(p.numel() for p in stage.generator.parameters()) / 1e6)
+        # whole cycles, so that the mean holds the generator's share of updates
+        warmup = -(-args.warmup // stage.critic_steps) * stage.critic_steps
+        steps = max(1, args.steps // stage.critic_steps) * stage.critic_steps
+        seconds = timed(step, warmup, steps, device)
+        report(steps_per_s=1 / seconds, generator_updates_per_s=1 / seconds / stage.critic_steps,
+               peak_gb=peak_gb(device))
+        report(phase_seconds_per_step=phase_breakdown(stage, step, 1, device))
+        if args.profile and device.type == "cuda":
+            step_index[0] = 0
+            report(profile=gpu_profile(step, stage.critic_steps, device))
+        if args.count_operators:
+            step_index[0] = 0  # a generator update (step 0 of a cycle) and a critic-only step
+            report(operators_per_step={"generator update": count_operators(step),
+                                       "fake score only": count_operators(step)})
+        del stage
+    return 0
+
+
+def _print(r: dict, new: list[str]) -> None:
+    """Print the figures `new` of result `r` (keys as `run` reports them)."""
+    if "batch" in new:
+        print(f"bench train: {r['stage']} at {r['preset']}, {r['dim x layers']}, {r['params_M']:.2f}M parameters")
+        print(f"  batch: {r['batch']}; critic steps {r['critic_steps']}; compile {r['compile']}")
+        print(f"  machine: {r['machine']}")
+    if "steps_per_s" in new:
+        peak = f", peak {r['peak_gb']:.1f} GB" if r["peak_gb"] is not None else ""
+        print(f"  {r['steps_per_s']:.2f} steps/s, {r['generator_updates_per_s']:.2f} generator updates/s{peak}")
+    if "phase_seconds_per_step" in new:
+        phases = r["phase_seconds_per_step"]
+        total = sum(phases.values())
+        print(f"  {'phase (synchronised, per step)':<40} {'ms':>8} {'share':>6}")
+        for name, s in sorted(phases.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:<40} {1000 * s:>8.1f} {s / total:>6.0%}")
+    if "profile" in new:
+        prof = r["profile"]
+        print(f"  profiled cycle: {prof['wall_ms']:.1f} ms a step, GPU kernels {prof['kernel_ms']:.1f} ms "
+              f"({prof['gpu_busy']:.0%} busy); per step {prof['launches_per_step']:,.0f} launches, "
+              f"{prof['syncs_per_step']:,.0f} synchronisations, {prof['memcpy_calls_per_step']:,.0f} memcpy calls")
+        for name, ms in prof["top_kernels_ms"].items():
+            print(f"    {ms:8.2f} ms  {name}")
+    if "operators_per_step" in new:
+        print("  aten calls a step (nested ones included): "
+              + ", ".join(f"{k} {v:,}" for k, v in r["operators_per_step"].items()))
+    sys.stdout.flush()
