@@ -103,6 +103,34 @@ def test_bad_write_leaves_memory_unchanged(tiny):
     assert torch.equal(memory.k, before[0]) and (memory.frame == before[1]).all()
 
 
+def test_writes_and_views_of_consecutive_slots_match_scattered_ones(tiny):
+    """Runs of consecutive slots are sliced (no index sent to the device), others gathered: both
+    store and show the same K/V, and a view of a run follows later writes to the memory only
+    where the memory's own view would."""
+    m = tiny.model
+    shape = (m.layers, 2, 3, m.tokens_per_frame, m.heads, m.head_dim)
+    k, v = torch.randn(shape), torch.randn(shape)
+    run, scattered = KVMemory(m, capacity=8, batch=2), KVMemory(m, capacity=8, batch=2)
+    run.write([2, 3, 4], k, v, [10, 11, 12])
+    scattered.write([6, 1, 4], k, v, [10, 11, 12])
+    view_run, view_scattered = run.view([2, 3, 4]), scattered.view([6, 1, 4])
+    assert torch.equal(view_run.k, view_scattered.k) and torch.equal(view_run.v, view_scattered.v)
+    assert view_run.k.untyped_storage().data_ptr() == run.k.untyped_storage().data_ptr()
+    assert torch.equal(run.view().k, run.k[:, :, 2:5]) and bool(run.valid[2:5].all()) and not bool(run.valid[0])
+    assert run.view().all_valid and scattered.view().all_valid
+
+
+def test_a_training_memory_skips_the_finiteness_check_a_served_one_keeps(tiny):
+    m = tiny.model
+    shape = (m.layers, 1, 1, m.tokens_per_frame, m.heads, m.head_dim)
+    bad = torch.full(shape, float("nan"))
+    with pytest.raises(KVMemoryError, match="NaN"):
+        KVMemory(m, capacity=2).write([0], bad, bad, [0])
+    trusted = KVMemory(m, capacity=2, check_values=False)  # worldmodel/train/self_forcing.py's
+    trusted.write([0], bad, bad, [0])
+    assert trusted.num_used == 1
+
+
 def test_a_block_larger_than_the_cache_is_refused_cleanly(tiny):
     tiny.memory.strategy = "full"
     roll = Rollout(tiny_model(tiny), tiny.sampler, tiny.memory, capacity=2)

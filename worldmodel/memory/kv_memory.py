@@ -12,6 +12,10 @@ Preallocated, fixed-capacity buffers (static shapes for CUDA graphs, ONNX and Te
 
 Keys carry their absolute position, so slot order does not matter: any slot may be reused.
 Writes are validated before any buffer is touched, so a bad write leaves the memory as it was.
+The finiteness check of the written K/V waits for the device (a host-device synchronisation per
+write); a training rollout, whose K/V come from the network being trained, turns it off
+(`check_values=False`). Writes and views of a run of consecutive slots slice the buffers rather
+than index them, so they send no index tensor to the device either.
 """
 
 from __future__ import annotations
@@ -49,12 +53,14 @@ class KVMemory:
         batch: int = 1,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        check_values: bool = True,
     ):
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, got {capacity}")
         self.cfg = cfg
         self.capacity = capacity
         self.batch = batch
+        self.check_values = check_values
         shape = (cfg.layers, batch, capacity, cfg.tokens_per_frame, cfg.heads, cfg.head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
@@ -151,7 +157,7 @@ class KVMemory:
         for name, t in (("k", k), ("v", v)):
             if tuple(t.shape) != want:
                 raise KVMemoryError(f"{name} must have shape {list(want)}, got {list(t.shape)}")
-            if not torch.isfinite(t).all():
+            if self.check_values and not torch.isfinite(t).all():
                 raise KVMemoryError(f"{name} holds NaN or infinite values; memory left unchanged")
         if poses is None:
             poses = np.zeros((self.batch, n, self.cfg.pose_dim), dtype=np.float32)
@@ -168,7 +174,7 @@ class KVMemory:
         if n == 0:
             return
         self.evictions += int((self.frame[slots] >= 0).sum())  # overwriting a held slot evicts it
-        idx = torch.as_tensor(slots, device=self.device)
+        idx = _run_or_index(slots, self.device)
         self.k[:, :, idx] = k.to(self.k.dtype)
         self.v[:, :, idx] = v.to(self.v.dtype)
         self.valid[idx] = True
@@ -189,9 +195,12 @@ class KVMemory:
                 return MemoryView(self.k, self.v, self.valid, all_valid=True)
             slots = np.flatnonzero(held)
         slots = np.asarray(slots, dtype=np.int64)
-        idx = torch.as_tensor(slots, device=self.device)
+        all_valid = bool((self.frame[slots] >= 0).all())
+        idx = _run_or_index(slots, self.device)
+        if isinstance(idx, slice):  # consecutive slots (a memory filling up in order): views, no copy
+            return MemoryView(self.k[:, :, idx], self.v[:, :, idx], self.valid[idx], all_valid=all_valid)
         return MemoryView(self.k.index_select(2, idx), self.v.index_select(2, idx), self.valid.index_select(0, idx),
-                          all_valid=bool((self.frame[slots] >= 0).all()))
+                          all_valid=all_valid)
 
     def state(self) -> dict:
         """A summary for logs and the runtime's `memory` reply."""
@@ -203,3 +212,11 @@ class KVMemory:
             "bytes_allocated": self.bytes_allocated(),
             "evictions": self.evictions,
         }
+
+
+def _run_or_index(slots: np.ndarray, device: torch.device) -> slice | torch.Tensor:
+    """Slots as a slice when they are a run of consecutive indices (no host-to-device copy, and
+    views rather than gathers), else as an index tensor on `device`."""
+    if len(slots) and np.array_equal(slots, np.arange(slots[0], slots[0] + len(slots))):
+        return slice(int(slots[0]), int(slots[0]) + len(slots))
+    return torch.as_tensor(slots, device=device)

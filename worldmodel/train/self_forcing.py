@@ -8,6 +8,7 @@ number of blocks.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from worldmodel.config import MemoryConfig
@@ -50,7 +51,9 @@ def self_forcing_rollout(
     held = 0 if history is None else history.slots
     if held and strategy.name != "mag":
         raise ValueError(f"a slot-table history is MAG's compressed memory; strategy {strategy.name!r} cannot hold it")
-    memory = KVMemory(model_cfg, max(capacity + held, strategy.capacity_needed()), b, torch.float32, context.device)
+    # no finiteness check per write: it would wait for the GPU after every block
+    memory = KVMemory(model_cfg, max(capacity + held, strategy.capacity_needed()), b, torch.float32, context.device,
+                      check_values=False)
     if held:
         memory.write(range(held), history.k, history.v, history.frames)
     empty = torch.full((b,), -1, dtype=torch.long, device=context.device)
@@ -62,7 +65,8 @@ def self_forcing_rollout(
         with torch.no_grad(), autocast():
             _, kvs = writer(x, t0, actions[:, start:start + bf], pos, memory=memory.view(),
                             return_kv=True, scene=scene)
-        strategy.write_block(memory, [(k.float(), v.float()) for k, v in kvs], pos)
+        # the frame indices from the host (pos.cpu() would wait for the GPU)
+        strategy.write_block(memory, [(k.float(), v.float()) for k, v in kvs], np.arange(pos0 + start, pos0 + start + bf))
 
     writer_uses_scene = strategy.writer == "generator"
     for j in range(0, fc, bf):
