@@ -180,3 +180,24 @@ def test_compiled_self_forcing_stage_takes_the_eager_steps(name, device, rel, ru
         assert got[0].keys() == got[1].keys()
         for key in got[0]:
             assert got[1][key] == pytest.approx(got[0][key], rel=rel, abs=1e-5), (step, key)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name,step", [("teacher", 1), ("dmd", 1), ("dmd", 0), ("generator", 1), ("generator", 0)])
+def test_a_training_step_on_cuda_never_waits_for_the_gpu(name, step, runs, tmp_path):
+    """CUDA's sync debug mode makes every host-device synchronisation an error: a step (from the
+    latent cache, as on the GPU) must queue all its work without once waiting for it, else the
+    GPU idles while the host catches up (session 12: a Self Forcing step of tiny passes spent
+    most of its time so). dmd/generator step 0 is a generator update, step 1 a critic step."""
+    extra = {"critic_steps": 2, **({"history_blocks": 2} if name == "generator" else {})}
+    stage = make_stage(name, runs, tmp_path, "cuda", compile="off", **extra)
+    batch = {k: v.to("cuda") for k, v in fixed_batch(stage).items()}
+    batch["latents"] = stage.encode(batch)
+    stage.train_step(batch, step)  # first use: cuBLAS handles, the allocator's pools
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        metrics = stage.train_step(batch, step)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(torch.isfinite(v).all() for v in metrics.values())

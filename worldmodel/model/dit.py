@@ -217,17 +217,19 @@ class CausalDiT(nn.Module):
     # ----------------------------------------------------------------------------------------
     # conditions
 
-    def prompt_for_scenes(self, scene: torch.Tensor | None, batch: int) -> torch.Tensor:
+    def prompt_for_scenes(self, scene: torch.Tensor | None, batch: int, check: bool = True) -> torch.Tensor:
         """Scene ids [B] (int64; -1 = empty condition) -> prompt [B, text_tokens, text_dim].
-        None means the empty condition for the whole batch."""
+        None means the empty condition for the whole batch. check: refuse ids past the table
+        (reads the ids on the host: a synchronisation on CUDA; forward checks them only when it
+        checks its inputs' values)."""
         null = self.null_prompt[None].expand(batch, -1, -1)
         if scene is None or self.scene_prompts is None:
             return null
         scene = scene.to(self.null_prompt.device).long()
         if scene.shape != (batch,):
             raise ValueError(f"scene ids must have shape [{batch}], got {list(scene.shape)}")
-        if (scene >= self.cfg.num_scenes).any():
-            raise ValueError(f"scene id out of range: max is {self.cfg.num_scenes - 1}, got {int(scene.max())}")
+        if check:
+            self._check_scene_ids(scene)
         table = self.scene_prompts[scene.clamp(min=0)]
         return torch.where((scene < 0)[:, None, None], null, table)
 
@@ -290,7 +292,7 @@ class CausalDiT(nn.Module):
         if cfg.cross_attention:
             if prompt is None:
                 # inside forward, so that DDP sees the prompt tables used
-                prompt = self.prompt_for_scenes(scene, b)
+                prompt = self.prompt_for_scenes(scene, b, check=validate and self._value_checks())
             context = self.text_embedding(prompt.to(tokens.dtype))
 
         mask = None
@@ -339,6 +341,15 @@ class CausalDiT(nn.Module):
         out = out.view(b, f, gh, gw, ph, pw, c)
         return out.permute(0, 1, 6, 2, 4, 3, 5).reshape(b, f, c, gh * ph, gw * pw)
 
+    def _check_scene_ids(self, scene: torch.Tensor) -> None:
+        if (scene >= self.cfg.num_scenes).any():
+            raise ValueError(f"scene id out of range: max is {self.cfg.num_scenes - 1}, got {int(scene.max())}")
+
+    def _value_checks(self) -> bool:
+        """Whether forward checks its inputs' values (each check synchronises with the device):
+        not in training (which feeds its own tensors), tracing or compiling."""
+        return not self.training and not torch.jit.is_tracing() and not torch.compiler.is_compiling()
+
     def _check_inputs(self, x, t, actions, frame_pos, prompt, frame_mask):
         cfg = self.cfg
         want = (cfg.latent_channels, cfg.latent_height, cfg.latent_width)
@@ -365,7 +376,7 @@ class CausalDiT(nn.Module):
         if frame_mask is not None and frame_mask.shape != (f, f):
             raise ValueError(f"frame_mask must have shape [{f}, {f}], got {list(frame_mask.shape)}")
         # Value checks synchronise with the device; training (which feeds its own tensors) skips them.
-        if not self.training and not torch.jit.is_tracing() and not torch.compiler.is_compiling():
+        if self._value_checks():
             for name, val in (("latents", x), ("t", t), ("actions", actions)):
                 if not torch.isfinite(val).all():
                     raise ValueError(f"{name} contain NaN or infinite values")

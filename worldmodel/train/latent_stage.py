@@ -37,7 +37,10 @@ def paired_velocity(net, clean, noisy, sigma, actions, pos, mask, scene, autocas
     hist = torch.zeros_like(sigma) if history_sigma is None else history_sigma
     t = torch.cat([hist * 1000.0, sigma * 1000.0], 1)
     with autocast():
-        v = net(torch.cat([clean, noisy], 1), t, torch.cat([actions, actions], 1), pos, frame_mask=mask, scene=scene)
+        # validate=False: a stage feeds its own tensors, and a frozen score model (eval mode) would
+        # otherwise check their values, synchronising with the device on every call
+        v = net(torch.cat([clean, noisy], 1), t, torch.cat([actions, actions], 1), pos, frame_mask=mask, scene=scene,
+                validate=False)
     return v[:, f:].float()
 
 
@@ -134,11 +137,17 @@ class LatentStage(Stage):
         drop = torch.rand(scene.shape, device=self.device) < p
         return torch.where(drop, torch.full_like(scene, -1), scene)
 
-    def positions(self, frames: int, copies: int = 1) -> torch.Tensor:
-        """Frame positions [copies*frames] starting at a random whole block, repeated per copy."""
-        offset = int(torch.randint(0, MAX_OFFSET_BLOCKS, ())) * self.block
+    def positions(self, frames: int, copies: int = 1, offset: int | None = None) -> torch.Tensor:
+        """Frame positions [copies*frames] starting at `offset` (default: a random whole block,
+        `position_offset()`), repeated per copy."""
+        offset = self.position_offset() if offset is None else offset
         pos = torch.arange(offset, offset + frames, device=self.device)
         return pos.repeat(copies)
+
+    def position_offset(self) -> int:
+        """A random whole-block RoPE start, drawn on the host (reading it back from a device
+        tensor would synchronise)."""
+        return int(torch.randint(0, MAX_OFFSET_BLOCKS, ())) * self.block
 
     def sigmas_per_frame(self, b: int, frames: int, sampling: str = "uniform", shift: float | None = None) -> torch.Tensor:
         """Diffusion-forcing noise levels [b, frames]: half the samples one level per block,

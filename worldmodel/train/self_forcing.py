@@ -64,7 +64,7 @@ def self_forcing_rollout(
         t0 = torch.zeros(b, bf, device=x.device)
         with torch.no_grad(), autocast():
             _, kvs = writer(x, t0, actions[:, start:start + bf], pos, memory=memory.view(),
-                            return_kv=True, scene=scene)
+                            return_kv=True, scene=scene, validate=False)  # a frozen writer is in eval mode
         # the frame indices from the host (pos.cpu() would wait for the GPU)
         strategy.write_block(memory, [(k.float(), v.float()) for k, v in kvs], np.arange(pos0 + start, pos0 + start + bf))
 
@@ -85,7 +85,7 @@ def self_forcing_rollout(
         for k, s in enumerate(sigmas[: exit_step + 1]):
             s_t = torch.full((b, bf), s, device=x.device)
             with torch.set_grad_enabled(grad and k == exit_step), autocast():
-                v = generator(x, s_t * 1000.0, acts, pos, memory=view, scene=scenes[i])
+                v = generator(x, s_t * 1000.0, acts, pos, memory=view, scene=scenes[i], validate=False)
             x0 = x - s * v.float()
             if k < exit_step:
                 x = (1 - sigmas[k + 1]) * x0.detach() + sigmas[k + 1] * torch.randn_like(x0)

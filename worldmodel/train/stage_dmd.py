@@ -118,8 +118,8 @@ class DMDStage(LatentStage):
         h = self.history_blocks * self.block  # history first, then the clip: [b, h + F, ...]
         hist_x0, hist_actions, x0, actions = x0[:, :h], actions[:, :h], x0[:, h:], actions[:, h:]
         b, f = x0.shape[:2]
-        pos = self.positions(f, 2) + h
-        pos0 = int(pos[0])
+        pos0 = self.position_offset() + h  # the clip's first frame, after the history
+        pos = self.positions(f, 2, offset=pos0)
         update_gen = step % self.critic_steps == 0
         history = self.history_table(hist_x0, hist_actions, pos0) if h else None
         gen = self.rollout(x0, actions, scene, pos0, grad=update_gen, history=history)  # [b, F - B, ...]

@@ -42,15 +42,15 @@ class PackedGenerator(nn.Module):
         self.generator = generator
         self.pack = pack
 
-    def forward(self, x, t, actions, frame_pos, frame_mask=None, scene=None):
+    def forward(self, x, t, actions, frame_pos, frame_mask=None, scene=None, validate=True):
         b, f2 = x.shape[:2]
         f, bf = f2 // 2, self.generator.cfg.block_frames
-        prompt = self.generator.prompt_for_scenes(scene, b)  # [b, Lc, Dt]
+        prompt = self.generator.prompt_for_scenes(scene, b, check=validate)  # [b, Lc, Dt]
         states = self.pack.states(prompt, x[:, :f])  # [b, K, M, Dt]
         k = states.shape[1]
         context = torch.cat([prompt[:, None].expand(-1, k, -1, -1).to(states.dtype), states], 2)
         context = context.repeat_interleave(bf, 1).repeat(1, 2, 1, 1)  # [b, 2F, Lc + M, Dt]
-        return self.generator(x, t, actions, frame_pos, context, frame_mask=frame_mask)
+        return self.generator(x, t, actions, frame_pos, context, frame_mask=frame_mask, validate=validate)
 
 
 class MemoryPackStage(LatentStage):

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from worldmodel.memory.kv_memory import device_index
+
 
 @dataclass
 class SlotTable:
@@ -35,8 +37,11 @@ class SlotTable:
 
     def select(self, keep: np.ndarray) -> "SlotTable":
         """The slots `keep` (indices into this table, ascending)."""
-        idx = torch.as_tensor(np.asarray(keep, np.int64), device=self.k.device)
-        return SlotTable(self.k.index_select(2, idx), self.v.index_select(2, idx), self.frames[np.asarray(keep, np.int64)])
+        keep = np.asarray(keep, np.int64)
+        if np.array_equal(keep, np.arange(self.slots)):  # every slot (--history-full-prob): no copy
+            return self
+        idx = device_index(keep, self.k.device)
+        return SlotTable(self.k.index_select(2, idx), self.v.index_select(2, idx), self.frames[keep])
 
 
 @torch.no_grad()
