@@ -183,7 +183,8 @@ def test_compiled_self_forcing_stage_takes_the_eager_steps(name, device, rel, ru
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("name,step", [("teacher", 1), ("dmd", 1), ("dmd", 0), ("generator", 1), ("generator", 0)])
+@pytest.mark.parametrize("name,step", [("teacher", 1), ("ode-init", 1), ("memory", 1), ("dmd", 1), ("dmd", 0),
+                                       ("generator", 1), ("generator", 0)])
 def test_a_training_step_on_cuda_never_waits_for_the_gpu(name, step, runs, tmp_path):
     """CUDA's sync debug mode makes every host-device synchronisation an error: a step (from the
     latent cache, as on the GPU) must queue all its work without once waiting for it, else the
@@ -201,3 +202,14 @@ def test_a_training_step_on_cuda_never_waits_for_the_gpu(name, step, runs, tmp_p
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(torch.isfinite(v).all() for v in metrics.values())
+
+
+@pytest.mark.gpu
+def test_a_host_batch_reaches_cuda_intact_through_pinned_memory():
+    """trainer.to_device copies without waiting (pinned, non-blocking); the values arrive whole."""
+    from worldmodel.train.trainer import to_device
+
+    batch = {"frames": torch.randint(0, 255, (4, 6, 8, 8, 3), dtype=torch.uint8), "scene": torch.arange(4)}
+    got = to_device(batch, torch.device("cuda"))
+    torch.cuda.synchronize()
+    assert all(got[k].is_cuda and torch.equal(got[k].cpu(), batch[k]) for k in batch)

@@ -62,7 +62,12 @@ class LatentClips:
 
     def next_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed((self.seed << 40) ^ (self.rank << 32) ^ self.batches)
-        pick = torch.randint(len(self.starts), (batch_size,), generator=g).to(self.device, non_blocking=True)
+        pick = torch.randint(len(self.starts), (batch_size,), generator=g)
+        if self.device.type == "cuda":
+            # from pinned memory: a copy from ordinary (pageable) host memory waits for the whole
+            # stream first, so each step would wait for the previous one to finish on the GPU
+            pick = pick.pin_memory()
+        pick = pick.to(self.device, non_blocking=True)
         self.batches += 1
         rows = self.starts[pick][:, None] + self.offsets  # [b, L]
         return {"latents": self.latents[rows].float(), "actions": self.actions[rows], "poses": self.poses[rows],

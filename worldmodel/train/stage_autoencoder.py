@@ -200,7 +200,7 @@ class AutoencoderStage(Stage):
         with self.autocast():
             logits = self.discriminator(rec)
         adv = generator_loss(logits)
-        weight = torch.tensor(self.adv_weight, device=self.device)
+        weight = torch.full((), self.adv_weight, device=self.device)  # a fill, not a copy from the host
         if self.adaptive:
             weight = weight * adaptive_weight(rec_loss, adv, self.autoencoder.decoder.conv_out.weight)
         return adv, weight

@@ -32,6 +32,7 @@ class OdeInitStage(LatentStage):
         self.train_network("generator", self.new_dit(extra.get("init") or extra["teacher"], ("generator", "teacher")))
         self.mask = teacher_forcing(self.clip_frames, self.block, self.device)
         self.student = step_sigmas(self.config.sampler)
+        self.student_levels = torch.as_tensor(self.student, device=self.device)  # once: not a copy every step
         self.path = teacher_sigmas(self.config.sampler)
         self.record_at = {}
         for k, s in enumerate(self.student):
@@ -67,7 +68,7 @@ class OdeInitStage(LatentStage):
         states, target = self.teacher_trajectory(x0, actions, scene, pos)
         k = torch.randint(0, len(self.student), (b,), device=self.device)
         x_k = states[k, torch.arange(b, device=self.device)]
-        s_k = torch.as_tensor(self.student, device=self.device)[k][:, None].expand(b, f)
+        s_k = self.student_levels[k][:, None].expand(b, f)
         v = paired_velocity(self.net, x0, x_k, s_k, actions, pos, self.mask, scene, self.autocast)
         pred = x_k - s_k[..., None, None, None] * v
         loss = (pred - target).square().mean()

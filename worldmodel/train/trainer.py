@@ -57,6 +57,18 @@ def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return out
 
 
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch on the training device without waiting for the GPU: host tensors go to CUDA from
+    pinned memory (a copy from pageable memory first waits for everything queued on the stream,
+    so the host would stop launching the next step until the GPU finished the last)."""
+    out = {}
+    for k, v in batch.items():
+        if device.type == "cuda" and v.device.type == "cpu":
+            v = v.pin_memory()
+        out[k] = v.to(device, non_blocking=True)
+    return out
+
+
 class Batches:
     """Batches of `batch_size` samples from a resumable dataset, in the main process.
 
@@ -281,7 +293,7 @@ class Trainer:
                     reason = "signal" if self._signalled else "time_limit"
                     break
                 t0 = time.monotonic()
-                batch = {k: v.to(self.dist.device, non_blocking=True) for k, v in next(self.batches).items()}
+                batch = to_device(next(self.batches), self.dist.device)
                 self._set_lr()
                 metrics = self.stage.train_step(batch, self.step)
                 self.step += 1
