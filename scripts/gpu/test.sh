@@ -11,4 +11,5 @@ if [ -n "${DRY_RUN:-}" ]; then
   exit 0
 fi
 $PY -c "import torch; assert torch.cuda.is_available(), 'torch sees no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())"
-$PY -m pytest -q -m gpu -p no:cacheprovider $FILES 2>&1 | tee "$OUT/gpu-tests.log"
+# GPU_TESTS_K="expr" keeps only the tests pytest -k selects (a session that changed one area)
+$PY -m pytest -q -m gpu -p no:cacheprovider ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} $FILES 2>&1 | tee "$OUT/gpu-tests.log"
