@@ -11,7 +11,8 @@
 # The tree and .whl must fit in the 64 MiB that travels: move checkpoints/doom-gpu's
 # memory_model shards and checkpoints/ae16-wip out of the tree for the command.
 # STOP_AT bounds the whole command: set it under the device time left (`status` tells).
-# DMD_MIN, CRITIC_STEPS (fake-score updates per generator update, default 5) and LR set the run:
+# DMD_MIN, CRITIC_STEPS (fake-score updates per generator update, default 5), LR and BATCH (default
+# 16; while launches bound a step a larger one costs little: `bench train --stage dmd`) set the run:
 # session 9's 4.5 minutes at 5 were about 100 generator updates, too few to move anything
 # (docs/results.md, session 11); DMD_MIN=7 CRITIC_STEPS=2 gives several times more.
 source scripts/gpu/common.sh
@@ -26,7 +27,7 @@ COMMON="--preset doom-gpu --data $DATA --autoencoder $AE --max-steps 1000000 --n
 
 log "Self Forcing (dmd) from $INIT, ${CLIP_BLOCKS:=6} blocks a clip (${DMD_MIN:=4.5} min)"
 T $MW train dmd $COMMON --init $INIT --teacher $TEACHER --out $RUNS/dmd-gpu --clip-blocks $CLIP_BLOCKS \
-    --batch-size 16 --lr ${LR:-2e-5} --critic-steps ${CRITIC_STEPS:-5} --warmup-steps 20 --time-limit $DMD_MIN \
+    --batch-size ${BATCH:-16} --lr ${LR:-2e-5} --critic-steps ${CRITIC_STEPS:-5} --warmup-steps 20 --time-limit $DMD_MIN \
     --checkpoint-every 2 2>&1 | tail -1
 tail -1 $RUNS/dmd-gpu/metrics.csv
 MEM_MIN=${MEM_MIN:-1.3} memory_and_package $RUNS/dmd-gpu

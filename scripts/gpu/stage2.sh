@@ -14,6 +14,8 @@
 # travels, so this is the second of two commands on one warm machine: first
 # scripts/gpu/prepare.sh (its header says what to move out), then this at once, with
 # checkpoints/ae16-wip moved out and nothing carried; it reuses their data, cache and wheels.
+# BATCH (default 16), LR (2e-5) and CRITIC_STEPS (3) set the run; session 12's 6 minutes at 16 were
+# 274 steps, about 90 generator updates, too few to change anything (docs/results.md).
 # INIT=DIR continues from a brought-back stage-2 run (its weights; optimizers and the fake score
 # start afresh). STOP_AT bounds the whole command: set it under the device time left.
 source scripts/gpu/common.sh
@@ -33,7 +35,7 @@ TRAIN_MIN=$(minutes_until $STOP_AT 200)  # leave 200 s for packaging, the evals 
 
 log "MAG stage 2 from $INIT: $HISTORY-block histories + $CLIP_BLOCKS-block clips, ${TRAIN_MIN} min"
 T $MW train generator $COMMON --init $INIT --teacher $TEACHER --memory-model $MEM --out $RUNS/gen-mag \
-    --clip-blocks $CLIP_BLOCKS --history-blocks $HISTORY --history-full-prob 0.5 --batch-size 16 --lr 2e-5 \
+    --clip-blocks $CLIP_BLOCKS --history-blocks $HISTORY --history-full-prob 0.5 --batch-size ${BATCH:-16} --lr ${LR:-2e-5} \
     --critic-steps ${CRITIC_STEPS:-3} --warmup-steps 20 --time-limit $TRAIN_MIN --checkpoint-every 2 2>&1 | tail -1
 tail -1 $RUNS/gen-mag/metrics.csv
 T $MW train package --autoencoder $AE --generator $RUNS/gen-mag --memory-model $MEM --out $RUNS/ship-mag \
