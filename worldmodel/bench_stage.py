@@ -64,3 +64,44 @@ def timed(step, warmup: int, steps: int, device: torch.device) -> float:
 
 def peak_gb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+
+
+def gpu_profile(step, steps: int, device: torch.device, top: int = 12) -> dict:
+    """`steps` calls of `step` under torch.profiler (CPU and CUDA): wall and kernel seconds per
+    step, synchronisations and host-device copies per step, and the `top` kernels by time."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize(device)
+    wall = (time.perf_counter() - t0) / steps
+    events = prof.key_averages()
+
+    def device_us(e):
+        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+
+    # what ran on the GPU (kernels, device-side copies and fills); CPU-side ops also carry the
+    # device time of the kernels they launched, so they are left out, not added twice
+    kernels = [e for e in events if e.device_type == DeviceType.CUDA and device_us(e) > 0]
+    kernel_s = sum(device_us(e) for e in kernels) / 1e6 / steps
+    count = {e.key: e.count for e in events}
+    syncs = sum(n for k, n in count.items() if "Synchronize" in k) / steps
+    copies = sum(n for k, n in count.items() if k.startswith("cudaMemcpy")) / steps
+    launches = sum(n for k, n in count.items() if k.startswith(("cudaLaunchKernel", "cuLaunchKernel", "cudaGraphLaunch"))) / steps
+    ranked = sorted(kernels, key=device_us, reverse=True)[:top]
+    return {"wall_ms": 1000 * wall, "kernel_ms": 1000 * kernel_s, "gpu_busy": kernel_s / wall,
+            "syncs_per_step": syncs, "memcpy_calls_per_step": copies, "launches_per_step": launches,
+            "top_kernels_ms": {e.key[:80]: device_us(e) / 1000 / steps for e in ranked}}
+
+
+def print_profile(prof: dict, label: str) -> None:
+    """gpu_profile's figures, a few lines."""
+    print(f"  {label}: {prof['wall_ms']:.1f} ms a step, GPU kernels {prof['kernel_ms']:.1f} ms "
+          f"({prof['gpu_busy']:.0%} busy); per step {prof['launches_per_step']:,.0f} launches, "
+          f"{prof['syncs_per_step']:,.0f} synchronisations, {prof['memcpy_calls_per_step']:,.0f} memcpy calls")
+    for name, ms in prof["top_kernels_ms"].items():
+        print(f"    {ms:8.2f} ms  {name}")

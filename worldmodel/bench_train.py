@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from worldmodel import bench_train_autoencoder, bench_train_self_forcing
-from worldmodel.bench_stage import construct_stage, peak_gb, random_latent_batches, timed
+from worldmodel.bench_stage import construct_stage, gpu_profile, peak_gb, print_profile, random_latent_batches, timed
 from worldmodel.config import apply_overrides, preset
 from worldmodel.machine import describe
 
@@ -167,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
         mask = stage.mask
         seconds = timed(stage_step, args.warmup, args.steps, device)
         peak = peak_gb(device)
+        profiled = gpu_profile(stage_step, 5, device) if args.profile and device.type == "cuda" else None
         params = sum(p.numel() for p in stage.network.parameters())
         del stage
     flops = step_flops(cfg, args.batch_size, frames, mask)
@@ -184,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
     }
     if len(rows) == 2:
         result["ratio_to_reference"] = rows[0]["steps_per_s"] / rows[1]["steps_per_s"]
+    if profiled is not None:
+        result["profile"] = profiled
     _print(result)
     if args.json:
         import json
@@ -234,3 +237,5 @@ def _print(result: dict) -> None:
               f"{r['tflops']:>9.1f} {peak:>8}")
     if "ratio_to_reference" in result:
         print(f"  magworld / reference steps/s: {result['ratio_to_reference']:.2f}")
+    if "profile" in result:
+        print_profile(result["profile"], f"magworld {result['stage']}, profiled")

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import torch
 
-from worldmodel.bench_stage import construct_stage, peak_gb, random_latent_batches, timed
+from worldmodel.bench_stage import (construct_stage, gpu_profile, peak_gb, print_profile, random_latent_batches,
+                                    timed)
 from worldmodel.config import apply_overrides, preset
 from worldmodel.machine import describe
 
@@ -45,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--critic-steps", type=int, default=3,
                    help="stages dmd/generator: fake-score updates per generator update (default 3)")
     p.add_argument("--profile", action="store_true",
-                   help="stages dmd/generator, CUDA: also profile one cycle (GPU busy share, synchronisations, top kernels)")
+                   help="CUDA: also profile a few steps (dmd/generator: one cycle): how busy the GPU is, "
+                        "synchronisations, the top kernels")
     p.add_argument("--count-operators", action="store_true",
                    help="stages dmd/generator: also count the aten calls of a step (torch.profiler on the CPU side; "
                         "slow on CUDA, where --profile says more)")
@@ -149,35 +151,6 @@ def count_operators(step) -> int:
     return sum(e.count for e in prof.key_averages() if e.key.startswith("aten::"))
 
 
-def gpu_profile(step, steps: int, device: torch.device, top: int = 12) -> dict:
-    """`steps` calls of `step` under torch.profiler (CPU and CUDA): wall and kernel seconds per
-    step, synchronisations and host-device copies per step, and the `top` kernels by time."""
-    from torch.profiler import ProfilerActivity, profile
-
-    torch.cuda.synchronize(device)
-    t0 = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            step()
-        torch.cuda.synchronize(device)
-    wall = (time.perf_counter() - t0) / steps
-    events = prof.key_averages()
-
-    def device_us(e):
-        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
-
-    kernels = [e for e in events if device_us(e) > 0 and not e.key.startswith(("aten::", "cuda", "Memcpy", "Memset"))]
-    kernel_s = sum(device_us(e) for e in kernels) / 1e6 / steps
-    count = {e.key: e.count for e in events}
-    syncs = sum(n for k, n in count.items() if "Synchronize" in k) / steps
-    copies = sum(n for k, n in count.items() if k.startswith("cudaMemcpy")) / steps
-    launches = sum(n for k, n in count.items() if k.startswith(("cudaLaunchKernel", "cuLaunchKernel", "cudaGraphLaunch"))) / steps
-    ranked = sorted(kernels, key=device_us, reverse=True)[:top]
-    return {"wall_ms": 1000 * wall, "kernel_ms": 1000 * kernel_s, "gpu_busy": kernel_s / wall,
-            "syncs_per_step": syncs, "memcpy_calls_per_step": copies, "launches_per_step": launches,
-            "top_kernels_ms": {e.key[:80]: device_us(e) / 1000 / steps for e in ranked}}
-
-
 def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     cfg = apply_overrides(preset(args.preset), args.set)
@@ -247,12 +220,7 @@ def _print(r: dict, new: list[str]) -> None:
         for name, s in sorted(phases.items(), key=lambda kv: -kv[1]):
             print(f"  {name:<40} {1000 * s:>8.1f} {s / total:>6.0%}")
     if "profile" in new:
-        prof = r["profile"]
-        print(f"  profiled cycle: {prof['wall_ms']:.1f} ms a step, GPU kernels {prof['kernel_ms']:.1f} ms "
-              f"({prof['gpu_busy']:.0%} busy); per step {prof['launches_per_step']:,.0f} launches, "
-              f"{prof['syncs_per_step']:,.0f} synchronisations, {prof['memcpy_calls_per_step']:,.0f} memcpy calls")
-        for name, ms in prof["top_kernels_ms"].items():
-            print(f"    {ms:8.2f} ms  {name}")
+        print_profile(r["profile"], "profiled cycle")
     if "operators_per_step" in new:
         print("  aten calls a step (nested ones included): "
               + ", ".join(f"{k} {v:,}" for k, v in r["operators_per_step"].items()))

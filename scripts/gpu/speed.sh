@@ -109,7 +109,7 @@ log "    both memory layouts, then the teacher at the issue's shape (dim 512 x 1
 T $MW bench train --stage autoencoder --preset doom-gpu --batch-size 48 --steps 30 --warmup 5 \
     --json $W/train-autoencoder.json > $W/train-autoencoder.txt 2>&1
 T $MW bench train --stage teacher --preset doom-gpu --set model.dim=512 model.heads=8 model.layers=12 \
-    model.ffn_dim=2048 --batch-size 32 --clip-blocks 4 --steps 40 --warmup 8 \
+    model.ffn_dim=2048 --batch-size 32 --clip-blocks 4 --steps 40 --warmup 8 --profile \
     --json $W/train-teacher.json > $W/train-teacher.txt 2>&1
 cat $W/train-*.txt
 pack
