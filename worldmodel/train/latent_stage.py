@@ -61,7 +61,8 @@ class LatentStage(Stage):
                             help="train on the dataset's frames encoded once (DATA/latents/, built if missing or "
                                  "stale) instead of encoding every batch; auto: on with CUDA (default)")
         parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                            help="torch.compile the trained network; auto: on with CUDA (default)")
+                            help="torch.compile the stage's networks (dmd/generator: the score models whole, the "
+                                 "generator's token paths); auto: on with CUDA (default)")
 
     def build(self) -> None:
         extra = self.options.extra
