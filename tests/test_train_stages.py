@@ -163,14 +163,19 @@ DEVICES = [pytest.param("cpu", 1e-3, id="cpu"), pytest.param("cuda", 3e-2, id="c
 
 
 @pytest.mark.parametrize("device,rel", DEVICES)
-@pytest.mark.parametrize("name", ["dmd", "generator"])
-def test_compiled_self_forcing_stage_takes_the_eager_steps(name, device, rel, runs, tmp_path):
-    """--compile on (the score models whole, the generator and writer in their token paths: what
-    CUDA runs by default) gives the eager stage's losses, a generator update and a critic step."""
+@pytest.mark.parametrize("name", ["dmd", "generator", "ode-init"])
+def test_compiled_distillation_stage_takes_the_eager_steps(name, device, rel, runs, tmp_path):
+    """--compile on (dmd/generator: the score models whole, the generator and writer in their
+    token paths; ode-init: the teacher and the student whole; what CUDA runs by default) gives
+    the eager stage's losses: for dmd/generator a generator update and a critic step."""
     extra = {"critic_steps": 2, **({"history_blocks": 2} if name == "generator" else {})}
+    if name == "ode-init":
+        extra = {"init": str(runs / "other")}
     eager = make_stage(name, runs, tmp_path / "eager", device, compile="off", **extra)
     compiled = make_stage(name, runs, tmp_path / "compiled", device, compile="on", **extra)
-    assert compiled.generator.token_paths is not None and eager.generator.token_paths is None
+    if name != "ode-init":
+        assert compiled.generator.token_paths is not None and eager.generator.token_paths is None
+    assert compiled.teacher_net is not compiled.teacher and eager.teacher_net is eager.teacher
     batch = {k: v.to(device) for k, v in fixed_batch(eager).items()}
     for step in (0, 1):  # step 0 moves the generator too
         got = []

@@ -29,6 +29,7 @@ class OdeInitStage(LatentStage):
     def build_models(self) -> None:
         extra = self.options.extra
         self.teacher = self.new_dit(extra["teacher"], ("teacher",)).eval().requires_grad_(False)
+        self.teacher_net = self.compiled(self.teacher)  # its 20-step trajectory is most of a step
         self.train_network("generator", self.new_dit(extra.get("init") or extra["teacher"], ("generator", "teacher")))
         self.mask = teacher_forcing(self.clip_frames, self.block, self.device)
         self.student = step_sigmas(self.config.sampler)
@@ -55,7 +56,7 @@ class OdeInitStage(LatentStage):
             if i in self.record_at:
                 states[self.record_at[i]] = x
             sigma = torch.full((b, f), s, device=x.device)
-            v = paired_velocity(self.teacher, x0, x, sigma, actions, pos, self.mask, scene, self.autocast)
+            v = paired_velocity(self.teacher_net, x0, x, sigma, actions, pos, self.mask, scene, self.autocast)
             x = x + (s_next - s) * v
         return torch.stack(states), x
 
