@@ -160,14 +160,14 @@ def test_bench_train_splits_a_self_forcing_step_into_its_phases(tmp_path):
     result = json.loads(out.read_text())
     assert result["steps_per_s"] > 0 and result["generator_updates_per_s"] == result["steps_per_s"] / 2
     phases = result["phase_seconds_per_step"]
-    for name in ("history slot table", "rollout, with gradient", "rollout, no gradient", "score: teacher",
+    for name in ("history slot table", "rollout of a generator update", "rollout of a critic step", "score: teacher",
                  "score: fake", "backward + step: generator", "backward + step: fake_score"):
         assert phases[name] > 0, name
     # the phases are part of a step: together no more than a few steps' worth
     assert sum(phases.values()) < 5 / result["steps_per_s"]
     ops = result["operators_per_step"]
     assert ops["generator update"] > ops["fake score only"] > 0
-    assert "after 3 blocks of history" in result["batch"] and "rollout, no gradient" in run.stdout
+    assert "after 3 blocks of history" in result["batch"] and "rollout of a critic step" in run.stdout
     bad = subprocess.run([sys.executable, "-m", "worldmodel.cli", "bench", "train", "--stage", "dmd",
                           "--preset", "tiny", "--device", "cpu", "--history-blocks", "3"], capture_output=True,
                          text=True, timeout=120)

@@ -11,8 +11,9 @@ The figures, each printed (and written to --json) as soon as it is measured:
   - steps/s over `--steps` timed steps (nothing synchronised in between), and generator updates/s
     (one step in `--critic-steps` moves the generator; the others only the fake score);
   - the phases of a step, each timed with the device synchronised around it over one cycle of
-    `--critic-steps` steps: the history's slot table (stage `generator`), the rollout (split
-    into the steps with and without gradient), the two score models, the fake score's flow
+    `--critic-steps` steps: the history's slot table (stage `generator`), the rollout (that of
+    a generator update, with gradient through each block's exit step, apart from those of the
+    critic-only steps, which need none), the two score models, the fake score's flow
     matching step, the optimizer steps (backward included). Synchronising adds a little to
     each phase, so these add up to slightly more than the unsynchronised step.
   - with `--count-operators`: the operators one step issues (torch.profiler's count of aten
@@ -129,7 +130,9 @@ def phase_breakdown(stage, step, cycles: int, device: torch.device) -> dict[str,
 
     clock = PhaseClock(device)
     clock.wrap(stage, "history_table", "history slot table")
-    clock.wrap(stage, "rollout", lambda a, kw: "rollout, with gradient" if kw.get("grad") else "rollout, no gradient")
+    # a generator update's rollout keeps the graph of each block's exit step; a critic step's none
+    clock.wrap(stage, "rollout", lambda a, kw: "rollout of a generator update" if kw.get("grad")
+               else "rollout of a critic step")
     clock.wrap(stage, "score_x0", lambda a, kw: "score: teacher" if a[0] is stage.teacher_net else "score: fake")
     clock.wrap(stage_dmd, "flow_matching_loss", "fake score: flow-matching forward")
     clock.wrap(stage, "optimize", lambda a, kw: f"backward + step: {a[1]}")
