@@ -28,6 +28,23 @@ def construct_stage(name: str, argv: list[str], cfg, batch_size: int, device: to
     return stage
 
 
+def random_checkpoints(cfg, workdir: Path, names: tuple[str, ...]) -> dict[str, Path]:
+    """Random-weight checkpoints of `cfg` under workdir/NAME for each of `names` ("autoencoder",
+    "teacher", "memory_model"), for a stage to load: a step costs the same whatever the weights."""
+    from worldmodel.autoencoder import Autoencoder
+    from worldmodel.model import CausalDiT
+    from worldmodel.train import checkpoint as ckpt
+
+    dirs = {}
+    for name in names:
+        module = Autoencoder(cfg.autoencoder) if name == "autoencoder" else CausalDiT(cfg.model)
+        d = dirs[name] = workdir / name
+        d.mkdir()
+        ckpt.save_config(d, cfg)
+        ckpt.save_weights(d, name, module.state_dict())
+    return dirs
+
+
 def random_latent_batches(model_cfg, frames: int, batch_size: int, action_scale: torch.Tensor,
                           device: torch.device, bank: int = 4096):
     """f() -> a batch as the latent cache gives one: latents float32 [batch, frames, C, h, w],

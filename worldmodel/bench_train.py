@@ -27,7 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from worldmodel import bench_train_autoencoder, bench_train_self_forcing
-from worldmodel.bench_stage import construct_stage, gpu_profile, peak_gb, print_profile, random_latent_batches, timed
+from worldmodel.bench_stage import (construct_stage, gpu_profile, peak_gb, print_profile, random_checkpoints,
+                                    random_latent_batches, timed)
 from worldmodel.config import apply_overrides, preset
 from worldmodel.machine import describe
 
@@ -132,13 +133,7 @@ def _autocast(device: torch.device):
 
 def build_stage(args, cfg, device: torch.device, workdir: Path):
     """The stage as `magworld train` builds it, with a random-weight autoencoder checkpoint."""
-    from worldmodel.autoencoder import Autoencoder
-    from worldmodel.train import checkpoint as ckpt
-
-    ae_dir = workdir / "autoencoder"
-    ae_dir.mkdir()
-    ckpt.save_config(ae_dir, cfg)
-    ckpt.save_weights(ae_dir, "autoencoder", Autoencoder(cfg.autoencoder).state_dict())
+    ae_dir = random_checkpoints(cfg, workdir, ("autoencoder",))["autoencoder"]
     return construct_stage(args.stage, ["--autoencoder", str(ae_dir), "--clip-blocks", str(args.clip_blocks),
                                         "--compile", args.compile], cfg, args.batch_size, device, workdir)
 

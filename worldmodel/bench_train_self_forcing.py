@@ -35,8 +35,8 @@ from pathlib import Path
 
 import torch
 
-from worldmodel.bench_stage import (construct_stage, gpu_profile, peak_gb, print_profile, random_latent_batches,
-                                    timed)
+from worldmodel.bench_stage import (construct_stage, gpu_profile, peak_gb, print_profile, random_checkpoints,
+                                    random_latent_batches, timed)
 from worldmodel.config import apply_overrides, preset
 from worldmodel.machine import describe
 
@@ -57,24 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "scripts/gpu/stage2.sh trains with capacity - clip blocks)")
 
 
-def _random_checkpoints(cfg, workdir: Path) -> dict[str, Path]:
-    """Random-weight autoencoder, teacher and memory-model checkpoints of `cfg` under `workdir`."""
-    from worldmodel.autoencoder import Autoencoder
-    from worldmodel.model import CausalDiT
-    from worldmodel.train import checkpoint as ckpt
-
-    dirs = {}
-    for name, module in (("autoencoder", Autoencoder(cfg.autoencoder)), ("teacher", CausalDiT(cfg.model)),
-                         ("memory_model", CausalDiT(cfg.model))):
-        d = dirs[name] = workdir / name
-        d.mkdir()
-        ckpt.save_config(d, cfg)
-        ckpt.save_weights(d, name, module.state_dict())
-    return dirs
-
-
 def build_stage(args, cfg, device: torch.device, workdir: Path):
-    dirs = _random_checkpoints(cfg, workdir)
+    dirs = random_checkpoints(cfg, workdir, ("autoencoder", "teacher", "memory_model"))
     argv = ["--autoencoder", str(dirs["autoencoder"]), "--teacher", str(dirs["teacher"]),
             "--clip-blocks", str(args.clip_blocks), "--compile", args.compile,
             "--critic-steps", str(args.critic_steps)]

@@ -24,6 +24,7 @@ import torch
 from worldmodel.data import latent_cache
 from worldmodel.data.dataset import episodes_of
 from worldmodel.data.shards import open_arrays
+from worldmodel.transfer import to_device_nowait
 
 
 class LatentClips:
@@ -62,12 +63,8 @@ class LatentClips:
 
     def next_batch(self, batch_size: int) -> dict[str, torch.Tensor]:
         g = torch.Generator().manual_seed((self.seed << 40) ^ (self.rank << 32) ^ self.batches)
-        pick = torch.randint(len(self.starts), (batch_size,), generator=g)
-        if self.device.type == "cuda":
-            # from pinned memory: a copy from ordinary (pageable) host memory waits for the whole
-            # stream first, so each step would wait for the previous one to finish on the GPU
-            pick = pick.pin_memory()
-        pick = pick.to(self.device, non_blocking=True)
+        # not waiting for the GPU (worldmodel/transfer.py): each step would wait for the last
+        pick = to_device_nowait(torch.randint(len(self.starts), (batch_size,), generator=g), self.device)
         self.batches += 1
         rows = self.starts[pick][:, None] + self.offsets  # [b, L]
         return {"latents": self.latents[rows].float(), "actions": self.actions[rows], "poses": self.poses[rows],

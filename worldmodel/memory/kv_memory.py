@@ -27,6 +27,7 @@ import torch
 
 from worldmodel.config import ModelConfig
 from worldmodel.model.dit import MemoryView
+from worldmodel.transfer import to_device_nowait
 
 
 class KVMemoryError(ValueError):
@@ -219,13 +220,4 @@ def _run_or_index(slots: np.ndarray, device: torch.device) -> slice | torch.Tens
     views rather than gathers), else as an index tensor on `device`."""
     if len(slots) and np.array_equal(slots, np.arange(slots[0], slots[0] + len(slots))):
         return slice(int(slots[0]), int(slots[0]) + len(slots))
-    return device_index(slots, device)
-
-
-def device_index(indices: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Host indices as an int64 tensor on `device`; to CUDA from pinned memory without waiting
-    (a copy from ordinary host memory synchronises the stream)."""
-    t = torch.as_tensor(np.asarray(indices, np.int64))
-    if torch.device(device).type != "cuda":
-        return t.to(device)
-    return t.pin_memory().to(device, non_blocking=True)
+    return to_device_nowait(torch.as_tensor(np.asarray(slots, np.int64)), device)

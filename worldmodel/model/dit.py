@@ -228,8 +228,8 @@ class CausalDiT(nn.Module):
         scene = scene.to(self.null_prompt.device).long()
         if scene.shape != (batch,):
             raise ValueError(f"scene ids must have shape [{batch}], got {list(scene.shape)}")
-        if check:
-            self._check_scene_ids(scene)
+        if check and (scene >= self.cfg.num_scenes).any():
+            raise ValueError(f"scene id out of range: max is {self.cfg.num_scenes - 1}, got {int(scene.max())}")
         table = self.scene_prompts[scene.clamp(min=0)]
         return torch.where((scene < 0)[:, None, None], null, table)
 
@@ -340,10 +340,6 @@ class CausalDiT(nn.Module):
         c = cfg.latent_channels
         out = out.view(b, f, gh, gw, ph, pw, c)
         return out.permute(0, 1, 6, 2, 4, 3, 5).reshape(b, f, c, gh * ph, gw * pw)
-
-    def _check_scene_ids(self, scene: torch.Tensor) -> None:
-        if (scene >= self.cfg.num_scenes).any():
-            raise ValueError(f"scene id out of range: max is {self.cfg.num_scenes - 1}, got {int(scene.max())}")
 
     def _value_checks(self) -> bool:
         """Whether forward checks its inputs' values (each check synchronises with the device):

@@ -60,8 +60,9 @@ class DMDStage(LatentStage):
         self.teacher_net = self.compiled(self.teacher)
         self.fake_net = self.compiled(self.parallel(self.fake))
         if self.compile_enabled():
-            for model in {id(m): m for m in (self.generator, self.writer)}.values():
-                compile_token_paths(model)
+            compile_token_paths(self.generator)
+            if self.writer is not self.generator:  # stage generator: the frozen memory model writes
+                compile_token_paths(self.writer)
         self.gen_opt = self.adamw(self.generator, lr=self.lr, betas=(0.0, 0.999))
         self.fake_opt = self.adamw(self.fake, lr=float(extra.get("fake_lr") or self.lr), betas=(0.0, 0.999))
         self.ema = EMA(self.generator, decay=self.options.ema_decay)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from worldmodel.memory.kv_memory import device_index
+from worldmodel.transfer import to_device_nowait
 
 
 @dataclass
@@ -40,7 +40,7 @@ class SlotTable:
         keep = np.asarray(keep, np.int64)
         if np.array_equal(keep, np.arange(self.slots)):  # every slot (--history-full-prob): no copy
             return self
-        idx = device_index(keep, self.k.device)
+        idx = to_device_nowait(torch.from_numpy(keep), self.k.device)
         return SlotTable(self.k.index_select(2, idx), self.v.index_select(2, idx), self.frames[keep])
 
 

@@ -31,6 +31,7 @@ from worldmodel.train.distributed import (DistInfo, all_reduce_mean, any_rank, b
 from worldmodel.train.ema import ema_weights
 from worldmodel.train.metrics_log import MetricsLogger, Progress
 from worldmodel.train.stage import Stage, TrainOptions
+from worldmodel.transfer import to_device_nowait
 
 # make_dataset(clip_frames, seed) -> this rank's dataset: an iterable of dicts with
 # `state_dict()` / `load_state_dict()` (worldmodel.data.dataset.ClipDataset, SyntheticClips), or
@@ -58,15 +59,9 @@ def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """A batch on the training device without waiting for the GPU: host tensors go to CUDA from
-    pinned memory (a copy from pageable memory first waits for everything queued on the stream,
-    so the host would stop launching the next step until the GPU finished the last)."""
-    out = {}
-    for k, v in batch.items():
-        if device.type == "cuda" and v.device.type == "cpu":
-            v = v.pin_memory()
-        out[k] = v.to(device, non_blocking=True)
-    return out
+    """A batch on the training device without waiting for the GPU (worldmodel/transfer.py), so the
+    host goes on launching the next step while the GPU finishes the last."""
+    return {k: to_device_nowait(v, device) for k, v in batch.items()}
 
 
 class Batches:
