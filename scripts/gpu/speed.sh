@@ -17,7 +17,8 @@
 #       (--channels-last) and of the teacher beside its reference (not in the default)
 #   (f) SECTIONS=sf: bench train of the Self Forcing stages phase by phase, profiled: dmd
 #       compiled at batch 16 (self_forcing.sh's run) and 64, MAG stage 2 (generator, 89 blocks of
-#       history: stage2.sh's run) compiled, dmd eager (not in the default; about 5 minutes)
+#       history: stage2.sh's run) compiled, dmd eager (not in the default; about 5 minutes;
+#       NO_EAGER=1 leaves the eager run out, NO_AE=1 the autoencoder benches of (e))
 # SECTIONS picks what runs (default "tests serve generate wan"; SKIP_TESTS=1 drops the tests).
 # Logs and JSON go to $OUT/speed.tar (the device returns at most 8 files), the table to
 # $OUT/summary.txt; the table is printed last.
@@ -97,7 +98,7 @@ T $MW bench train --stage dmd $SF --batch-size 64 --clip-blocks 6 --compile on \
     --json $W/train-dmd-64-on.json > $W/train-dmd-64-on.txt 2>&1
 T $MW bench train --stage generator $SF --batch-size 16 --clip-blocks 7 --history-blocks 89 --compile on \
     --json $W/train-generator-16-on.json > $W/train-generator-16-on.txt 2>&1
-T $MW bench train --stage dmd $SF --batch-size 16 --clip-blocks 6 --compile off \
+[ -z "${NO_EAGER:-}" ] && T $MW bench train --stage dmd $SF --batch-size 16 --clip-blocks 6 --compile off \
     --json $W/train-dmd-16-off.json > $W/train-dmd-16-off.txt 2>&1
 cat $W/train-dmd-*.txt $W/train-generator-*.txt
 pack
@@ -106,7 +107,7 @@ fi
 if on train; then
 log "(e) bench train: the autoencoder stage (as session_ae_gan.sh: batch 48 clips x 3 frames, GAN 0.5) in"
 log "    both memory layouts, then the teacher at the issue's shape (dim 512 x 12 layers) beside its reference"
-T $MW bench train --stage autoencoder --preset doom-gpu --batch-size 48 --steps 30 --warmup 5 \
+[ -z "${NO_AE:-}" ] && T $MW bench train --stage autoencoder --preset doom-gpu --batch-size 48 --steps 30 --warmup 5 \
     --json $W/train-autoencoder.json > $W/train-autoencoder.txt 2>&1
 T $MW bench train --stage teacher --preset doom-gpu --set model.dim=512 model.heads=8 model.layers=12 \
     model.ffn_dim=2048 --batch-size 32 --clip-blocks 4 --steps 40 --warmup 8 --profile \

@@ -105,8 +105,11 @@ class MemoryStrategy:
         bf = kvs[0][0].shape[1]
         if bf != self.block_frames:
             raise KVMemoryError(f"a block has {self.block_frames} frames, got {bf}")
-        k = torch.stack([kv[0][:, keep] for kv in kvs])
-        v = torch.stack([kv[1][:, keep] for kv in kvs])
+        # Index the kept frames with a slice where they are contiguous (every strategy here): a
+        # Python list as an index becomes a host tensor copied to the device, which waits for it.
+        sel = slice(keep[0], keep[-1] + 1) if list(keep) == list(range(keep[0], keep[-1] + 1)) else keep
+        k = torch.stack([kv[0][:, sel] for kv in kvs])
+        v = torch.stack([kv[1][:, sel] for kv in kvs])
         frames = np.asarray(torch.as_tensor(frame_pos).cpu())[keep]
         p = None
         if poses is not None:

@@ -70,7 +70,7 @@ class GeneratorStage(DMDStage):
         """The slots of the history before the clip (frames pos0 - H*B .. pos0 - 1), as a sampled
         sub-history of the memory model's slot table."""
         h = latents.shape[1]
-        positions = torch.arange(pos0 - h, pos0, device=latents.device)
+        positions = torch.arange(pos0 - h, pos0)  # host: build_slot_table reads the slots' frames from it
         table = build_slot_table(self.writer, latents, actions, positions, self.history_mask, self.autocast)
         return table.select(sample_sub_history(table.slots, self.memory_cfg.attention_budget // 2,
                                                self.history_full_prob))

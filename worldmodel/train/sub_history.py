@@ -9,7 +9,7 @@ slots — sometimes all of them, sometimes few — so the generator learns to re
 empty memory to a full one, as it meets under `mag` (a budget), `mag (all slots)` and a young
 session. The newest slots are always kept, as retrieval always keeps the recent half.
 
-Shapes: latents [b, H*B, C, h, w], actions [b, H*B, A], positions [H*B]; a SlotTable holds
+Shapes: latents [b, H*B, C, h, w], actions [b, H*B, A], positions [H*B] (on the host); a SlotTable holds
 k, v [layers, b, S, N, heads, head_dim] (the KVMemory layout) and frames [S] (each slot's frame).
 """
 
@@ -53,15 +53,21 @@ def build_slot_table(writer, latents: torch.Tensor, actions: torch.Tensor, posit
     pass runs with the empty condition, as the memory model writes at inference."""
     b, f = latents.shape[:2]
     bf = writer.cfg.block_frames
+    positions = torch.as_tensor(positions)
     if f % bf or positions.shape != (f,):
         raise ValueError(f"history of {f} frames at {list(positions.shape)} positions: want whole blocks of {bf}")
-    kept = torch.arange(bf - 1, f, bf, device=latents.device)
+    if positions.device.type != "cpu":
+        # the slots' frames are read from them; reading them off the device would stop the
+        # training step until the GPU caught up
+        raise ValueError(f"positions must be a host tensor, got one on {positions.device}")
     t0 = torch.zeros(b, f, device=latents.device)
     with autocast():
-        _, kvs = writer(latents, t0, actions, positions, frame_mask=mask, return_kv=True, validate=False)
-    k = torch.stack([kv[0].index_select(1, kept) for kv in kvs]).float()
-    v = torch.stack([kv[1].index_select(1, kept) for kv in kvs]).float()
-    return SlotTable(k, v, positions[kept].cpu().numpy().astype(np.int64))
+        _, kvs = writer(latents, t0, actions, to_device_nowait(positions, latents.device), frame_mask=mask,
+                        return_kv=True, validate=False)
+    # the last frame of each block: a strided view, so no index tensor has to reach the device
+    k = torch.stack([kv[0][:, bf - 1::bf] for kv in kvs]).float()
+    v = torch.stack([kv[1][:, bf - 1::bf] for kv in kvs]).float()
+    return SlotTable(k, v, positions[bf - 1::bf].numpy().astype(np.int64))
 
 
 def sample_sub_history(slots: int, recent: int, full_prob: float) -> np.ndarray:
