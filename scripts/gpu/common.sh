@@ -46,7 +46,7 @@ record_data() {
   # The same seed every session: the data set is regenerated identically on each fresh machine.
   log "recording training data"
   $MW data record --policy mix --frames "${1:-150000}" --workers ${WORKERS:-15} --seed 1 --out "$DATA" 2>&1 | tail -3
-  $MW data check "$DATA" | tail -2
+  $MW data check "$DATA" | tail -2 && { [ -n "${DRY_RUN:-}" ] || touch "$DATA/.recorded"; }
   log "recording held-out data and the revisit benchmark"
   $MW data record --policy mix --frames 6000 --workers 4 --seed 2 --out "$DATA-heldout" \
       --maps freedoom1.wad:E2M3 freedoom1.wad:E4M5 freedoom2.wad:MAP07 freedoom2.wad:MAP19 2>&1 | tail -2
@@ -64,12 +64,16 @@ prepare_latents() {
     log "data and latent cache for $1 kept from the previous command on this machine"
     return 0
   fi
-  if [ -z "${DRY_RUN:-}" ] && ! $PY -c "import vizdoom" 2>/dev/null; then
-    log "no data kept from a previous command on this machine, and no ViZDoom to record it: run"
-    log "scripts/gpu/prepare.sh first (carrying .whl), then this command while the machine is warm"
-    exit 3
+  if [ -z "${DRY_RUN:-}" ] && [ -f "$DATA/.recorded" ] && [ -d "$DATA-heldout" ]; then
+    log "data kept from the previous command on this machine; encoding it for $1"
+  else
+    if [ -z "${DRY_RUN:-}" ] && ! $PY -c "import vizdoom" 2>/dev/null; then
+      log "no data kept from a previous command on this machine, and no ViZDoom to record it: run"
+      log "scripts/gpu/prepare.sh first (carrying .whl), then this command while the machine is warm"
+      exit 3
+    fi
+    NO_REVISIT=1 record_data 150000
   fi
-  NO_REVISIT=1 record_data 150000
   log "latent cache"
   $MW data encode --data "$DATA" --autoencoder "$1" && { [ -n "${DRY_RUN:-}" ] || touch "$mark"; }
 }

@@ -4,6 +4,22 @@ import json
 import sys
 
 kind, path = sys.argv[1], sys.argv[2]
+if kind == "pick-autoencoder":
+    # pick-autoencoder EVAL.json=RUN ...: print the RUN to train on, the higher held-out PSNR unless
+    # another is sharper and within 0.2 dB of it (`magworld eval autoencoder --json` files)
+    runs = []
+    for arg in sys.argv[2:]:
+        f, run = arg.split("=", 1)
+        try:
+            r = json.load(open(f))
+            runs.append((r["psnr_mean"], r["sharpness_ratio"], run))
+        except (OSError, ValueError, KeyError):
+            pass
+    if runs:
+        best = max(runs)
+        close = [x for x in runs if x[0] >= best[0] - 0.2]
+        print(max(close, key=lambda x: x[1])[2])
+    sys.exit(0)
 try:
     r = json.load(open(path))
 except (OSError, ValueError) as e:
@@ -43,6 +59,12 @@ elif kind == "turns":
             print(f"    implied turn, first frames: left {fmt(v['implied_yaw']['left'])} right {fmt(v['implied_yaw']['right'])}"
                   f" (engine {fmt(v['engine_yaw']['left'])} / {fmt(v['engine_yaw']['right'])}); "
                   f"turn followed {v['turn_followed']:.2f}")
+elif kind == "faster-layout":
+    # bench train --stage autoencoder --json: the layout with more steps/s ("default" or "channels-last")
+    best = max(r["rows"], key=lambda row: row["steps_per_s"])
+    print(best["run"].split(", ", 1)[1])
+elif kind == "autoencoder":
+    print(f"{path}: PSNR {r['psnr_mean']:.2f} dB, SSIM {r['ssim_mean']:.4f}, sharpness {r['sharpness_ratio']:.3f}x")
 elif kind == "memory":
     print(path, {k: (round(v, 2) if isinstance(v, float) else v) for k, v in r.items() if "psnr" in k or "ssim" in k})
 else:
