@@ -98,9 +98,33 @@ def latent_cache_of(args, info) -> str | None:
     return args.autoencoder
 
 
-def dataset_factory(data: str, split: str, config, info, latent_autoencoder: str | None = None):
+def frames_on_device_of(args, info, config) -> bool:
+    """Whether the autoencoder stage holds the split's frames on the device (FrameClips)."""
+    choice = getattr(args, "frames_on_device", None)
+    if choice is None or choice == "off" or args.data == SYNTHETIC:
+        return False
+    if choice == "on":
+        return True
+    if info.device.type != "cuda":
+        return False
+    import torch
+
+    from worldmodel.data.frame_clips import frames_bytes
+
+    need = frames_bytes(args.data, args.split, config.model.block_frames)
+    free, _ = torch.cuda.mem_get_info(info.device)
+    if need > free / 2:
+        print(f"magworld train: the frames take {need / 2**30:.1f} GiB, over half of the GPU's free "
+              f"{free / 2**30:.1f} GiB: batches are read from the shards (--frames-on-device on forces it)")
+        return False
+    return True
+
+
+def dataset_factory(data: str, split: str, config, info, latent_autoencoder: str | None = None,
+                    frames_on_device: bool = False):
     """make_dataset(clip_frames, seed) for this process's rank; with `latent_autoencoder`, clips of
-    the dataset's latent cache for that autoencoder (built first, by rank 0, if missing or stale)."""
+    the dataset's latent cache for that autoencoder (built first, by rank 0, if missing or stale);
+    with `frames_on_device`, clips of the frames held in device memory (FrameClips)."""
     if data == SYNTHETIC:
         from worldmodel.train.synthetic import SyntheticClips
 
@@ -122,6 +146,13 @@ def dataset_factory(data: str, split: str, config, info, latent_autoencoder: str
         return lambda clip_frames, seed: LatentClips(
             data, latent_autoencoder, clip_frames, block_frames=config.model.block_frames, split=split,
             rank=info.rank, world_size=info.world_size, seed=seed, device=info.device,
+        )
+    if frames_on_device:
+        from worldmodel.data.frame_clips import FrameClips
+
+        return lambda clip_frames, seed: FrameClips(
+            data, clip_frames, block_frames=config.model.block_frames, split=split, rank=info.rank,
+            world_size=info.world_size, seed=seed, device=info.device,
         )
     from worldmodel.data.dataset import ClipDataset
 
@@ -153,7 +184,8 @@ def run(args) -> int:
             torch.backends.cuda.matmul.allow_tf32 = True  # fp32 parts (norms, losses) on tensor cores
             torch.backends.cudnn.allow_tf32 = True
         stage = load_stage(args.stage_name)(config, options, info)
-        make_dataset = dataset_factory(args.data, args.split, config, info, latent_cache_of(args, info))
+        make_dataset = dataset_factory(args.data, args.split, config, info, latent_cache_of(args, info),
+                                       frames_on_device_of(args, info, config))
         Trainer(stage, make_dataset, options, info, start_time=start, progress=not args.no_progress).run()
         if info.is_main:
             from worldmodel.machine import describe

@@ -86,9 +86,10 @@ class ClipDataset(IterableDataset):
         return {"seed": self.seed, "epoch": self.epoch, "skip": self.skip}
 
     def load_state_dict(self, state: dict) -> None:
-        if state.get("kind") == "latent-clips":
-            raise ValueError("this checkpoint's data position is of the latent cache, not of the frame dataset: "
-                             "resume with the same --latent-cache setting it was trained with")
+        if state.get("kind") in ("latent-clips", "frame-clips"):
+            what = "the latent cache" if state["kind"] == "latent-clips" else "the frames held on the device"
+            raise ValueError(f"this checkpoint's data position is of {what}, not of the frame dataset: "
+                             "resume with the same --latent-cache / --frames-on-device setting it was trained with")
         if state.get("seed", self.seed) != self.seed:
             raise ValueError(f"state was saved with seed {state['seed']}, this dataset has seed {self.seed}")
         self.epoch, self.skip = int(state["epoch"]), int(state.get("skip", 0))
