@@ -1,21 +1,25 @@
-# GPU, issue 11 (autoencoder >= 32 dB and sharper; session 14): the 16-channel autoencoder
-# checkpoints/ae16-wip (31.74 dB, sharpness 0.177x after 3,559 steps) continued whole (encoder
-# and decoder) against a PatchGAN at two adversarial weights side by side on the one GPU, then
-# both measured on held-out maps. Every transformer on it is trained anew (teacher16.sh, the
-# next command on the same warm machine, picks the better of the two: PICK below).
+# GPU, issue 11 (autoencoder >= 32 dB and sharper; first run session 14): the 16-channel
+# autoencoder continued whole (encoder and decoder) against a PatchGAN at two adversarial weights
+# side by side on the one GPU, then both measured on held-out maps. INIT (default
+# checkpoints/doom-gpu16-teacher, whose autoencoder session 14 made this way from ae16-wip) is
+# any run or checkpoint with a 16-channel autoencoder. A new encoder changes the latents, so the
+# teacher on them is then fine-tuned on the new ones (teacher16.sh with INIT=the old teacher).
+# teacher16.sh, the next command on the same warm machine, picks the better of the two (PICK).
 # One H200, about 9 minutes:
 #   (1) the training and held-out data (record_data; ViZDoom carried)
 #   (2) bench train --stage autoencoder in both memory layouts; the faster one trains
-#   (3) two runs from INIT for AE_MIN minutes each, at adversarial weights WEIGHTS (adaptive)
+#   (3) two runs from INIT for AE_MIN minutes each, at adversarial weights WEIGHTS (adaptive),
+#       their frames held on the GPU (--frames-on-device, auto on CUDA; session 14 ran before it,
+#       at 2.2 steps/s each, loader-bound)
 #   (4) eval autoencoder of INIT and of both runs (2,048 held-out frames), then PICK writes
 #       $RUNS/ae16-picked (a link to the chosen run) and both runs come back as tars
 # Run from the repository root carrying .whl, with checkpoints/doom-gpu's generator and
-# memory_model shards and checkpoints/doom-gpu-teacher parked (park.sh; `park.sh size .whl`):
+# memory_model shards parked (park.sh; `park.sh size .whl`):
 #   bash scripts/gpu/ae16.sh
 source scripts/gpu/common.sh
 set +e  # one failed step must not lose the rest
 STOP_AT=${STOP_AT:-560}
-INIT=${INIT:-checkpoints/ae16-wip}
+INIT=${INIT:-checkpoints/doom-gpu16-teacher}
 WEIGHTS=${WEIGHTS:-0.1 0.25}
 EVAL=${EVAL:-/tmp/evals}; mkdir -p $EVAL
 NO_REVISIT=1 record_data 150000

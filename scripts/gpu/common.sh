@@ -121,3 +121,12 @@ bundle_evals() {
   T $MW eval next-block --checkpoint "$1" --data $DATA-heldout --cases 32 \
       --json $EVAL/next-block.json > $EVAL/next-block.txt 2>&1
 }
+
+# need_checkpoint DIR: stop before any GPU minute is spent when DIR is not in the tree. The
+# 8-channel teacher checkpoints/doom-gpu-teacher left the tree in session 14 (the 60 MB budget
+# holds the 16-channel one instead); the scripts of the 8-channel chain name it by default.
+need_checkpoint() {
+  [ -n "${DRY_RUN:-}" ] || [ -e "$1" ] && return 0
+  log "$1 is not in the tree; the 8-channel teacher comes back with: git checkout a12c4e4 -- checkpoints/doom-gpu-teacher"
+  exit 4
+}

@@ -27,6 +27,7 @@ PARTS=${PARTS:-data stage1 stage2 memorypack revisit revisit-long}
 PRESET=${PRESET:-doom-gpu}
 AE=${AE:-checkpoints/doom-gpu}
 TEACHER=${TEACHER:-checkpoints/doom-gpu-teacher}
+need_checkpoint "$TEACHER"
 ODE=${ODE:-runs/s3/ode}
 MEM_INIT=${MEM_INIT:-$TEACHER}  # stage 1 starts from the teacher's weights
 MP_INIT=${MP_INIT:-$ODE}        # MemoryPack starts from a 4-step generator

@@ -19,7 +19,7 @@
 source scripts/gpu/common.sh
 set +e
 STOP_AT=${STOP_AT:-545}
-AE=${AE:-checkpoints/ae16-wip}
+AE=${AE:-checkpoints/doom-gpu16-teacher}
 AE_SET=${AE_SET---set autoencoder.latent_channels=16 --set model.latent_channels=16}
 EVAL=${EVAL:-/tmp/evals}; mkdir -p $EVAL
 prepare_latents $AE

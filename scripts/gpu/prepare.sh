@@ -5,10 +5,10 @@
 # for it. That is how a script whose checkpoints fill the 64 MiB that travels still records its
 # data (stage2.sh: the doom-gpu bundle and its teacher are 54 MiB, ViZDoom 22 MiB):
 #   1. move every checkpoint but AE's autoencoder out of the tree (here: bash scripts/gpu/park.sh
-#      out checkpoints/doom-gpu-teacher checkpoints/ae16-wip checkpoints/doom-gpu/generator-*
+#      out checkpoints/doom-gpu16-teacher checkpoints/doom-gpu/generator-*
 #      checkpoints/doom-gpu/memory_model-*; `park.sh size .whl` checks the fit), then
 #      bash scripts/gpu/prepare.sh          (carrying .whl; about 1.5 minutes)
-#   2. put them back but ae16-wip (park.sh back; park.sh out checkpoints/ae16-wip), then at once
+#   2. put them back (park.sh back), then at once
 #      bash scripts/gpu/stage2.sh           (carrying nothing)
 source scripts/gpu/common.sh
 AE=${AE:-checkpoints/doom-gpu}

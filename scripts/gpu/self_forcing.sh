@@ -9,7 +9,7 @@
 #       and next-block prediction (32 held-out cases) of the new bundle
 # Run from the repository root, carrying .whl:  bash scripts/gpu/self_forcing.sh
 # The tree and .whl must fit in the 64 MiB that travels: move checkpoints/doom-gpu's
-# memory_model shards and checkpoints/ae16-wip out of the tree for the command.
+# memory_model shards and checkpoints/doom-gpu16-teacher out of the tree for the command.
 # STOP_AT bounds the whole command: set it under the device time left (`status` tells).
 # DMD_MIN, CRITIC_STEPS (fake-score updates per generator update, default 5), LR and BATCH (default
 # 16; while launches bound a step a larger one costs little: `bench train --stage dmd`) set the run:
@@ -21,6 +21,7 @@ STOP_AT=${STOP_AT:-545}
 AE=checkpoints/doom-gpu
 INIT=${INIT:-checkpoints/doom-gpu}
 TEACHER=${TEACHER:-checkpoints/doom-gpu-teacher}
+need_checkpoint "$TEACHER"
 EVAL=${EVAL:-/tmp/evals}; mkdir -p $EVAL
 prepare_latents $AE
 COMMON="--preset doom-gpu --data $DATA --autoencoder $AE --max-steps 1000000 --no-progress --log-every 50"

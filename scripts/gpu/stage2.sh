@@ -13,7 +13,7 @@
 # The bundle and the teacher (54 MiB) leave no room for ViZDoom (22 MiB) under the 64 MiB that
 # travels, so this is the second of two commands on one warm machine: first
 # scripts/gpu/prepare.sh (its header says what to move out), then this at once, with
-# checkpoints/ae16-wip moved out and nothing carried; it reuses their data, cache and wheels.
+# checkpoints/doom-gpu16-teacher moved out and nothing carried; it reuses their data, cache and wheels.
 # BATCH (default 16), LR (2e-5) and CRITIC_STEPS (3) set the run; session 12's 6 minutes at 16 were
 # 274 steps, about 90 generator updates, too few to change anything (docs/results.md).
 # INIT=DIR continues from a brought-back stage-2 run (its weights; optimizers and the fake score
@@ -25,6 +25,7 @@ AE=checkpoints/doom-gpu
 INIT=${INIT:-checkpoints/doom-gpu}
 MEM=${MEM:-checkpoints/doom-gpu}
 TEACHER=${TEACHER:-checkpoints/doom-gpu-teacher}
+need_checkpoint "$TEACHER"
 EVAL=${EVAL:-/tmp/evals}; mkdir -p $EVAL
 prepare_latents $AE
 COMMON="--preset doom-gpu --data $DATA --autoencoder $AE --max-steps 1000000 --no-progress --log-every 25"
