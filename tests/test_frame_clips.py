@@ -101,3 +101,16 @@ def test_train_autoencoder_frames_on_device_from_the_command_line(data, tmp_path
     assert rc == 0 and (out / "checkpoint" / "autoencoder.safetensors").is_file()
     _, rank_state = ckpt.load_training_state(out / "checkpoint", 0)
     assert rank_state["data"]["kind"] == "frame-clips", "the run did not train from the frames on the device"
+
+
+def test_frames_go_on_the_device_only_where_asked_or_on_cuda(data):
+    from argparse import Namespace
+
+    from worldmodel.cli.train import frames_on_device_of
+
+    cfg = preset("tiny")
+    args = lambda choice: Namespace(frames_on_device=choice, data=str(data), split="train")  # noqa: E731
+    assert frames_on_device_of(args("on"), CPU, cfg) is True
+    assert frames_on_device_of(args("off"), CPU, cfg) is False
+    assert frames_on_device_of(args("auto"), CPU, cfg) is False, "auto holds the frames on CUDA only"
+    assert frames_on_device_of(Namespace(data=str(data), split="train"), CPU, cfg) is False  # stages without the flag

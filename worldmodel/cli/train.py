@@ -114,9 +114,12 @@ def frames_on_device_of(args, info, config) -> bool:
     need = frames_bytes(args.data, args.split, config.model.block_frames)
     free, _ = torch.cuda.mem_get_info(info.device)
     if need > free / 2:
-        print(f"magworld train: the frames take {need / 2**30:.1f} GiB, over half of the GPU's free "
-              f"{free / 2**30:.1f} GiB: batches are read from the shards (--frames-on-device on forces it)")
+        if info.is_main:
+            print(f"magworld train: the frames take {need / 2**30:.1f} GiB, over half of the GPU's free "
+                  f"{free / 2**30:.1f} GiB: batches are read from the shards (--frames-on-device on forces it)")
         return False
+    if info.is_main:
+        print(f"magworld train: the frames ({need / 2**30:.1f} GiB) are held on the GPU; each batch is gathered there")
     return True
 
 
