@@ -127,6 +127,6 @@ bundle_evals() {
 # holds the 16-channel one instead); the scripts of the 8-channel chain name it by default.
 need_checkpoint() {
   [ -n "${DRY_RUN:-}" ] || [ -e "$1" ] && return 0
-  log "$1 is not in the tree; the 8-channel teacher comes back with: git checkout a12c4e4 -- checkpoints/doom-gpu-teacher"
+  log "$1 is not in the tree; the 8-channel teacher comes back with: git checkout f3a61cf -- checkpoints/doom-gpu-teacher"
   exit 4
 }
