@@ -2,13 +2,11 @@
 block-aligned inside episodes, shared between instances, resumed exactly, and the autoencoder stage
 trains on them through `magworld train` as it does on shard reads."""
 
-import shutil
-
 import numpy as np
 import pytest
 import torch
 
-from train_helpers import options, snapshotting_trainer
+from train_helpers import options, run_straight_and_resumed
 from worldmodel.cli import main
 from worldmodel.config import preset
 from worldmodel.data.dataset import ClipDataset
@@ -82,13 +80,7 @@ def test_autoencoder_on_device_frames_resumes_bit_for_bit(data, tmp_path):
         make = lambda clip_frames, seed: FrameClips(data, clip_frames, 3, seed=seed)  # noqa: E731
         return cls(AutoencoderStage(cfg, opts, CPU), make, opts, CPU, progress=False)
 
-    snap = tmp_path / "at2"
-    straight = trainer(tmp_path / "a", snapshotting_trainer(2, snap), checkpoint_every_steps=2)
-    straight.run()
-    (tmp_path / "b").mkdir()
-    shutil.copytree(snap, tmp_path / "b" / "checkpoint")
-    resumed = trainer(tmp_path / "b", resume=True)
-    resumed.run()
+    straight, resumed = run_straight_and_resumed(trainer, tmp_path)
     a, b = straight.stage.autoencoder.state_dict(), resumed.stage.autoencoder.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 

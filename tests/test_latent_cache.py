@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from train_helpers import options, save_tiny_autoencoder, snapshotting_trainer
+from train_helpers import options, run_straight_and_resumed, save_tiny_autoencoder
 from worldmodel.autoencoder import channels_first, load_autoencoder
 from worldmodel.config import preset
 from worldmodel.data import latent_cache
@@ -119,12 +119,6 @@ def test_teacher_on_the_latent_cache_resumes_bit_for_bit(data, ae, tmp_path):
         make = lambda clip_frames, seed: LatentClips(data, ae, clip_frames, 3, seed=seed)  # noqa: E731
         return cls(TeacherStage(cfg, opts, CPU), make, opts, CPU, progress=False)
 
-    snap = tmp_path / "at2"
-    straight = trainer(tmp_path / "a", snapshotting_trainer(2, snap), checkpoint_every_steps=2)
-    straight.run()
-    (tmp_path / "b").mkdir()
-    shutil.copytree(snap, tmp_path / "b" / "checkpoint")
-    resumed = trainer(tmp_path / "b", resume=True)
-    resumed.run()
+    straight, resumed = run_straight_and_resumed(trainer, tmp_path)
     a, b = straight.stage.network.state_dict(), resumed.stage.network.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -113,6 +113,21 @@ def snapshotting_trainer(at_step: int, dest):
     return Snapshotting
 
 
+def run_straight_and_resumed(trainer, tmp_path, at_step: int = 2):
+    """(straight, resumed): trainer(out, cls, **options) run once uninterrupted (into tmp_path/a),
+    and once resumed (into tmp_path/b) from the checkpoint the first saved at `at_step`."""
+    import shutil
+
+    snap = tmp_path / f"at{at_step}"
+    straight = trainer(tmp_path / "a", snapshotting_trainer(at_step, snap), checkpoint_every_steps=at_step)
+    straight.run()
+    (tmp_path / "b").mkdir()
+    shutil.copytree(snap, tmp_path / "b" / "checkpoint")
+    resumed = trainer(tmp_path / "b", Trainer, resume=True)
+    resumed.run()
+    return straight, resumed
+
+
 def save_tiny_runs(root) -> Path:
     """A tiny autoencoder, teacher, memory model and another generator ("other", other weights)
     saved as runs under `root`, to initialise the latent stages from."""

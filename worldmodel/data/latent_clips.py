@@ -25,12 +25,12 @@ class LatentClips(DeviceClips):
                  rank: int = 0, world_size: int = 1, seed: int = 0, device: str | torch.device = "cpu"):
         super().__init__(root, clip_frames, block_frames, split, rank, world_size, seed, device)
         latents, offsets = latent_cache.load(self.root, autoencoder_dir)  # float16 [N, C, h, w]
-        self._load(split, lambda ep: latents[offsets[ep.shard.name] + ep.start:offsets[ep.shard.name] + ep.start + ep.length])
 
-    @property
-    def latents(self) -> torch.Tensor:
-        """float16 [N, C, h, w]: the split's latents, episodes concatenated."""
-        return self.data
+        def rows(ep):
+            first = offsets[ep.shard.name] + ep.start
+            return latents[first:first + ep.length]
+
+        self._load(split, rows)
 
     def convert(self, x: torch.Tensor) -> torch.Tensor:
         return x.float()
