@@ -31,16 +31,26 @@ PENDING = {
     "test.sh": [],
     "prepare.sh": ["data record", "data encode"],
     "session_ae_gan.sh": ["data record", "eval autoencoder", "train autoencoder"],
+    "ae16.sh": ["data record", "bench train", "train autoencoder", "eval autoencoder"],
+    "teacher16.sh": ["data encode", "train teacher", "eval turns"],
+    "distil16.sh": ["data encode", "train ode-init", "train memory", "train package", "eval turns",
+                    "eval next-block"],
     "memory_chain.sh": ["data revisit-bench", "train memory", "eval memory", "train generator", "train memorypack",
                         "train package", "eval revisit"],
 }
 
 
-@pytest.mark.parametrize("script", PENDING)
-def test_every_magworld_command_of_a_pending_gpu_script_parses(script, tmp_path):
+# script with options -> commands that mode must reach
+MODES = {
+    "ae16.sh": ({"DECODER_ONLY": "1", "SKIP_BENCH": "1", "TEACHER_TOO": "1"},
+                ["data encode", "train teacher", "eval next-block", "train autoencoder", "eval autoencoder"]),
+}
+
+
+def _dry_run(script, tmp_path, options=None):
     env = {**os.environ, "DRY_RUN": "1", "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
            "RUNS": str(tmp_path / "runs"), "DATA": str(tmp_path / "data"), "EVAL": str(tmp_path / "evals"),
-           "DRY_RUN_LOG": str(tmp_path / "parsed.txt")}
+           "DRY_RUN_LOG": str(tmp_path / "parsed.txt"), **(options or {})}
     run = subprocess.run(["bash", f"scripts/gpu/{script}"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=600)
     out = run.stdout + run.stderr
@@ -48,9 +58,23 @@ def test_every_magworld_command_of_a_pending_gpu_script_parses(script, tmp_path)
     assert "error:" not in out and "usage:" not in out, out[-3000:]
     assert "Traceback" not in out, out[-3000:]
     log = tmp_path / "parsed.txt"
-    parsed = log.read_text() if log.exists() else ""  # test.sh runs no magworld command
+    return log.read_text() if log.exists() else ""  # test.sh runs no magworld command
+
+
+@pytest.mark.parametrize("script", PENDING)
+def test_every_magworld_command_of_a_pending_gpu_script_parses(script, tmp_path):
+    parsed = _dry_run(script, tmp_path)
     for command in PENDING[script]:
         assert f"ARGS OK: {command}" in parsed, f"{script} never reached `magworld {command}`"
+
+
+@pytest.mark.parametrize("script", MODES)
+def test_the_options_of_a_gpu_script_reach_their_commands(script, tmp_path):
+    options, commands = MODES[script]
+    parsed = _dry_run(script, tmp_path, options)
+    for command in commands:
+        assert f"ARGS OK: {command}" in parsed, f"{script} with {options} never reached `magworld {command}`"
+    assert "ARGS OK: bench train" not in parsed, "SKIP_BENCH=1 still ran the benchmark"
 
 
 def test_a_command_line_that_does_not_parse_fails_the_dry_run(tmp_path):

@@ -1,4 +1,4 @@
-"""The latent cache matches on-the-fly encoding, is rebuilt when the autoencoder or the data change,
+"""The latent cache matches on-the-fly encoding, is rebuilt when the encoder or the data change (not for a decoder fine-tune),
 and the device-resident clips drawn from it are block-aligned, deterministic and resume exactly."""
 
 import shutil
@@ -77,6 +77,15 @@ def test_cache_is_rebuilt_when_the_autoencoder_or_the_data_change(data, ae, tmp_
     assert not latent_cache.is_current(data, other)
     second = latent_cache.build(data, other, progress=False)
     assert second != first and not np.array_equal(np.array(latent_cache.load(data, other)[0]), before)
+    # only the decoder changed (a --decoder-only fine-tune): the latents, and so the cache, stay
+    tuned = tmp_path / "ae3" / "checkpoint"
+    shutil.copytree(ae / "checkpoint", tuned)
+    weights = ckpt.load_weights(tuned, "autoencoder")
+    weights = {k: (v + 0.05 if k.startswith("decoder.") and v.is_floating_point() else v) for k, v in weights.items()}
+    (tuned / "autoencoder.safetensors").unlink()
+    ckpt.save_weights(tuned, "autoencoder", weights)
+    assert latent_cache.autoencoder_key(tuned) == latent_cache.autoencoder_key(ae)
+    assert latent_cache.is_current(data, tuned) and latent_cache.cache_path(data, tuned) == first
     # a shard added: the cache no longer describes the data
     _write(data, [9], "s2", 2)
     assert not latent_cache.is_current(data, ae)

@@ -3,11 +3,13 @@
     DATA/latents/<key>/latents.npy   [N, C, h, w] float16: the shards' frames in `list_shards`
                                      order, each shard's rows in order (row r of shard s is
                                      frame r of that shard)
-    DATA/latents/<key>/cache.json    {"format", "version", "autoencoder_sha256", "shards":
+    DATA/latents/<key>/cache.json    {"format", "version", "encoder_sha256", "shards":
                                      [{"name", "frames"}], "shape", "dtype"}
 
-`key` is the first 16 hex digits of the SHA-256 of the autoencoder's weights file, so a changed
-autoencoder gets a new cache and a stale one is never read; a dataset whose shards changed
+`key` is the first 16 hex digits of a SHA-256 over what decides the latents: every tensor of the
+autoencoder's weights except the decoder's (name, dtype, shape and bytes; the encoder and the
+latent statistics). A changed encoder gets a new cache and a stale one is never read, while a
+decoder fine-tune (`train autoencoder --decoder-only`) keeps the cache, as it keeps the latents; a dataset whose shards changed
 (added, removed, re-recorded with another length) fails the shard check and is encoded again.
 The cache is written under a temporary name and renamed into place when complete.
 
@@ -31,12 +33,15 @@ from worldmodel.data.shards import list_shards, open_arrays, read_shard_index
 from worldmodel.data.validate import require_valid
 
 FORMAT = "magworld-latent-cache"
-VERSION = 1
+VERSION = 2  # 2: keyed by the encoder alone (1 hashed the whole weights file)
+DECODER_PREFIX = "decoder."  # tensors that do not change the latents
 STORE_DTYPE = np.float16  # half the bytes of float32; the latents' rounding is ~1e-3 of their scale
 
 
 def autoencoder_key(autoencoder_dir) -> tuple[str, str]:
-    """(key, full sha256) of the weights file of the autoencoder in a run/checkpoint directory."""
+    """(key, full sha256) of the encoding half of the autoencoder in a run/checkpoint directory."""
+    from safetensors import safe_open
+
     from worldmodel.train import checkpoint as ckpt
 
     directory = ckpt.resolve_checkpoint(autoencoder_dir)
@@ -44,9 +49,11 @@ def autoencoder_key(autoencoder_dir) -> tuple[str, str]:
     if not weights.is_file():
         raise FileNotFoundError(f"{directory} has no autoencoder.safetensors to encode the dataset with")
     h = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    with safe_open(weights, "pt") as f:
+        for name in sorted(k for k in f.keys() if not k.startswith(DECODER_PREFIX)):
+            t = f.get_tensor(name).contiguous()
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     digest = h.hexdigest()
     return digest[:16], digest
 
@@ -72,7 +79,7 @@ def is_current(root, autoencoder_dir) -> bool:
     except json.JSONDecodeError:
         return False
     return (meta.get("format") == FORMAT and meta.get("version") == VERSION
-            and meta.get("autoencoder_sha256") == digest and meta.get("shards") == _shard_table(root))
+            and meta.get("encoder_sha256") == digest and meta.get("shards") == _shard_table(root))
 
 
 @torch.no_grad()
@@ -119,7 +126,7 @@ def build(root, autoencoder_dir, device: str | torch.device = "cpu", batch_frame
     bar.close()
     out.flush()
     del out
-    meta = {"format": FORMAT, "version": VERSION, "autoencoder_sha256": digest, "shards": shards,
+    meta = {"format": FORMAT, "version": VERSION, "encoder_sha256": digest, "shards": shards,
             "shape": list(shape), "dtype": np.dtype(STORE_DTYPE).name}
     (tmp / "cache.json").write_text(json.dumps(meta, indent=1) + "\n")
     if final.exists():
