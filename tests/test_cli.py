@@ -63,6 +63,19 @@ def test_the_console_command_reports_a_users_mistake_in_one_line(tmp_path, monke
         console()
 
 
+def test_a_closed_stdout_ends_the_command_quietly():
+    """`magworld ... | head` in the device scripts: the reader goes away while the command still
+    prints. The command ends with status 141 and no traceback (session 15's `eval autoencoder`
+    printed one after its table). A stand-in for `main` prints more than a pipe holds."""
+    code = ("import sys, worldmodel.cli as cli; cli.main = lambda: print('frame\\n' * 100_000); "
+            "sys.exit(cli.console())")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
 @pytest.mark.parametrize("content, says", [
     ('[[0, ["w"]],', "is not valid JSON: Expecting value: line 1 column 13"),
     ('{"ticks": []}', "expected a JSON list of [tick, [key names]], e.g. [[0, [\"w\"]]"),

@@ -66,12 +66,12 @@ wait $PIDS
 
 log "(4) held-out reconstruction, 2,048 frames"
 T $MW eval autoencoder --checkpoint $INIT --data "$DATA-heldout" --split heldout --max-frames 2048 \
-    --json $EVAL/ae-init.json | head -2
+    --json $EVAL/ae-init.json > $EVAL/ae-init.txt; head -2 $EVAL/ae-init.txt
 RUNS_DONE=""
 for W in $WEIGHTS; do
   tail -1 $RUNS/ae16-$W.log; tail -1 $RUNS/ae16-$W/metrics.csv
   T $MW eval autoencoder --checkpoint $RUNS/ae16-$W --data "$DATA-heldout" --split heldout --max-frames 2048 \
-      --json $EVAL/ae-$W.json | head -2
+      --json $EVAL/ae-$W.json > $EVAL/ae-$W.txt; head -2 $EVAL/ae-$W.txt
   RUNS_DONE="$RUNS_DONE $RUNS/ae16-$W"
   bring_back ae16-$W $RUNS/ae16-$W
 done

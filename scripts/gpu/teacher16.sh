@@ -10,6 +10,7 @@
 #   (3) EVALS: the turn test (8 held-out cases, 20 Euler steps) and, with EVALS="turns next-block",
 #       next-block prediction (32 held-out cases, copy-last beside it)
 #   (4) GPU_TESTS_K="expr": the tests marked gpu that pytest -k selects (ZeroMQ's wheel needed)
+# BATCH (default 32) and LR (default 3e-4) set the teacher's batch in clips and learning rate.
 # The teacher (and with AE_BACK=1 the autoencoder) come back as tars, the evals as teacher-evals.tar.
 # Run from the repository root within the machine's idle release after ae16.sh, carrying nothing
 # (or AE=DIR carried, on a fresh machine after prepare.sh):
@@ -39,7 +40,7 @@ elif [ -n "${INIT:-}" ]; then
 else
   START=""; log "(2) teacher from scratch, $TRAIN_MIN min"
 fi
-T $MW train teacher $COMMON $START --out $RUNS/teacher16 --batch-size 32 --clip-blocks 4 --lr 3e-4 \
+T $MW train teacher $COMMON $START --out $RUNS/teacher16 --batch-size ${BATCH:-32} --clip-blocks 4 --lr ${LR:-3e-4} \
     --warmup-steps 100 --ema-decay 0.998 --time-limit $TRAIN_MIN --checkpoint-every 2 > $RUNS/teacher16.log 2>&1
 tail -2 $RUNS/teacher16.log; tail -1 $RUNS/teacher16/metrics.csv
 [ -z "${DRY_RUN:-}" ] && cp $RUNS/teacher16/metrics.csv $EVAL/teacher16-metrics.csv

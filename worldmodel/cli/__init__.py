@@ -48,6 +48,11 @@ def console() -> int:
 
     try:
         return main()
+    except BrokenPipeError:
+        # the reader of stdout went away (`magworld ... | head`): what was written stands; end
+        # quietly, without the interpreter's second complaint when it flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as e:
         if os.environ.get("MAGWORLD_DEBUG") or not isinstance(e, user_errors()):
             raise
