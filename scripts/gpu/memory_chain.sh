@@ -19,16 +19,18 @@
 #   PARTS="data memorypack revisit" bash scripts/gpu/memory_chain.sh
 #   PARTS="data revisit-long" bash scripts/gpu/memory_chain.sh
 # ("data" re-records the same data set only when $DATA is missing, so it is cheap to repeat.)
-# Set TEACHER, AE (the autoencoder run or checkpoint), ODE (a 4-step generator of the same model, for
-# MemoryPack) and PRESET to the new model's. DRY_RUN=1 parses every command line and runs nothing.
+# TEACHER, AE (the autoencoder run or checkpoint), ODE (a 4-step generator of the same model, for
+# MemoryPack) and PRESET default to the shipped 16-channel doom-gpu bundle and its teacher (session
+# 15); with them and ViZDoom over the 64 MiB that travels, run scripts/gpu/prepare.sh first on the
+# same machine, as stage2.sh does. DRY_RUN=1 parses every command line and runs nothing.
 source scripts/gpu/common.sh
 set +e  # one failed step must not lose the rest: each long step is bounded by T
 PARTS=${PARTS:-data stage1 stage2 memorypack revisit revisit-long}
 PRESET=${PRESET:-doom-gpu}
 AE=${AE:-checkpoints/doom-gpu}
-TEACHER=${TEACHER:-checkpoints/doom-gpu-teacher}
+TEACHER=${TEACHER:-checkpoints/doom-gpu16-teacher}
 need_checkpoint "$TEACHER"
-ODE=${ODE:-runs/s3/ode}
+ODE=${ODE:-checkpoints/doom-gpu}  # the shipped 4-step generator of the same model
 MEM_INIT=${MEM_INIT:-$TEACHER}  # stage 1 starts from the teacher's weights
 MP_INIT=${MP_INIT:-$ODE}        # MemoryPack starts from a 4-step generator
 EVAL=${EVAL:-/tmp/evals}; mkdir -p "$EVAL"

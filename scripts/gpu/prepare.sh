@@ -3,7 +3,7 @@
 # The next command, started within the machine's idle release (30 s: `status` says), finds
 # /tmp/data, the cache and the installed wheels in /tmp/site and needs neither ViZDoom nor room
 # for it. That is how a script whose checkpoints fill the 64 MiB that travels still records its
-# data (stage2.sh: the doom-gpu bundle and its teacher are 54 MiB, ViZDoom 22 MiB):
+# data (stage2.sh: the doom-gpu bundle and its teacher are 56 MiB, ViZDoom 22 MiB):
 #   1. move every checkpoint but AE's autoencoder out of the tree (here: bash scripts/gpu/park.sh
 #      out checkpoints/doom-gpu16-teacher checkpoints/doom-gpu/generator-*
 #      checkpoints/doom-gpu/memory_model-*; `park.sh size .whl` checks the fit), then

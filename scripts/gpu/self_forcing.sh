@@ -1,15 +1,16 @@
 # GPU, issue 11: Self Forcing for the shipped generator, which collapses when left alone (session
 # 8: a still room turns to texture within about 10 s; it was distilled with true histories only).
 # One H200, about 9.5 minutes:
-#   (1) the `dmd` stage from checkpoints/doom-gpu's generator against checkpoints/doom-gpu-teacher:
+#   (1) the `dmd` stage from checkpoints/doom-gpu's generator against checkpoints/doom-gpu16-teacher:
 #       the generator rolls out CLIP_BLOCKS-1 blocks from its own frames after one real block and
 #       is moved by distribution matching (teacher = real score, a fake score trained beside it)
 #   (2) the memory model (MAG stage 1) again on the new generator; packaged as runs/ship-doom-gpu
 #   (3) the tests marked gpu, then a 60 s rollout with no key pressed (the collapse test), the turn test (8 held-out cases)
 #       and next-block prediction (32 held-out cases) of the new bundle
-# Run from the repository root, carrying .whl:  bash scripts/gpu/self_forcing.sh
-# The tree and .whl must fit in the 64 MiB that travels: move checkpoints/doom-gpu's
-# memory_model shards and checkpoints/doom-gpu16-teacher out of the tree for the command.
+# The bundle, the teacher and ViZDoom do not fit together in the 64 MiB that travels, so this is
+# the second of two commands on one warm machine, as stage2.sh: first scripts/gpu/prepare.sh
+# (carrying .whl), then at once, with docs/media parked and nothing carried:
+#   bash scripts/gpu/self_forcing.sh
 # STOP_AT bounds the whole command: set it under the device time left (`status` tells).
 # DMD_MIN, CRITIC_STEPS (fake-score updates per generator update, default 5), LR and BATCH (default
 # 16; while launches bound a step a larger one costs little: `bench train --stage dmd`) set the run:
@@ -20,7 +21,7 @@ set +e
 STOP_AT=${STOP_AT:-545}
 AE=checkpoints/doom-gpu
 INIT=${INIT:-checkpoints/doom-gpu}
-TEACHER=${TEACHER:-checkpoints/doom-gpu-teacher}
+TEACHER=${TEACHER:-checkpoints/doom-gpu16-teacher}
 need_checkpoint "$TEACHER"
 EVAL=${EVAL:-/tmp/evals}; mkdir -p $EVAL
 prepare_latents $AE

@@ -5,15 +5,16 @@
 # read those slots. One H200, about 9.5 minutes:
 #   (1) `train generator` (MAG stage 2: Self Forcing + DMD, the frozen memory model writes the
 #       cache, histories as long as the memory holds via --history-blocks), from
-#       checkpoints/doom-gpu's generator and memory model against checkpoints/doom-gpu-teacher
+#       checkpoints/doom-gpu's generator and memory model against checkpoints/doom-gpu16-teacher
 #   (2) packaged with that memory model and the autoencoder as $RUNS/ship-mag, brought back
 #   (3) `eval history` (window / mag / mag w/o stage 1 after 1..30 true blocks), a 60 s still
 #       rollout with `mag`, the turn test and next-block of the new bundle
 # Run from the repository root, carrying .whl:  bash scripts/gpu/stage2.sh
-# The bundle and the teacher (54 MiB) leave no room for ViZDoom (22 MiB) under the 64 MiB that
+# The bundle and the teacher (56 MiB) leave no room for ViZDoom (22 MiB) under the 64 MiB that
 # travels, so this is the second of two commands on one warm machine: first
-# scripts/gpu/prepare.sh (its header says what to move out), then this at once, with
-# checkpoints/doom-gpu16-teacher moved out and nothing carried; it reuses their data, cache and wheels.
+# scripts/gpu/prepare.sh (its header says what to move out), then this at once, with docs/media
+# parked (`park.sh out docs/media`: 58 MiB travel) and nothing carried; it reuses their data,
+# cache and wheels.
 # BATCH (default 16), LR (2e-5) and CRITIC_STEPS (3) set the run; session 12's 6 minutes at 16 were
 # 274 steps, about 90 generator updates, too few to change anything (docs/results.md).
 # INIT=DIR continues from a brought-back stage-2 run (its weights; optimizers and the fake score
@@ -24,7 +25,7 @@ STOP_AT=${STOP_AT:-560}
 AE=checkpoints/doom-gpu
 INIT=${INIT:-checkpoints/doom-gpu}
 MEM=${MEM:-checkpoints/doom-gpu}
-TEACHER=${TEACHER:-checkpoints/doom-gpu-teacher}
+TEACHER=${TEACHER:-checkpoints/doom-gpu16-teacher}
 need_checkpoint "$TEACHER"
 EVAL=${EVAL:-/tmp/evals}; mkdir -p $EVAL
 prepare_latents $AE
