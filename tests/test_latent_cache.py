@@ -86,6 +86,27 @@ def test_cache_is_rebuilt_when_the_autoencoder_or_the_data_change(data, ae, tmp_
     ckpt.save_weights(tuned, "autoencoder", weights)
     assert latent_cache.autoencoder_key(tuned) == latent_cache.autoencoder_key(ae)
     assert latent_cache.is_current(data, tuned) and latent_cache.cache_path(data, tuned) == first
+    # the same encoder stored in bf16 (a shipped checkpoint) and as its float32 values (the run
+    # it came from): the same latents, so the same cache; one encoder weight changed is another cache
+    stored = tmp_path / "ae4" / "checkpoint"
+    shutil.copytree(ae / "checkpoint", stored)
+    half = {k: (v.bfloat16() if v.is_floating_point() else v) for k, v in ckpt.load_weights(stored, "autoencoder").items()}
+    (stored / "autoencoder.safetensors").unlink()
+    ckpt.save_weights(stored, "autoencoder", half)
+    upcast = tmp_path / "ae5" / "checkpoint"
+    shutil.copytree(stored, upcast)
+    (upcast / "autoencoder.safetensors").unlink()
+    ckpt.save_weights(upcast, "autoencoder", {k: (v.float() if v.is_floating_point() else v) for k, v in half.items()})
+    assert latent_cache.autoencoder_key(stored) == latent_cache.autoencoder_key(upcast) != latent_cache.autoencoder_key(ae)
+    nudged = tmp_path / "ae6" / "checkpoint"
+    shutil.copytree(stored, nudged)
+    (nudged / "autoencoder.safetensors").unlink()
+    name = next(k for k, v in half.items() if k.startswith("encoder.") and v.is_floating_point() and v.numel() > 1)
+    moved = half[name].clone()
+    moved.view(-1)[0] += 0.0625
+    assert not torch.equal(moved, half[name])
+    ckpt.save_weights(nudged, "autoencoder", {**half, name: moved})
+    assert latent_cache.autoencoder_key(nudged) != latent_cache.autoencoder_key(stored)
     # a shard added: the cache no longer describes the data
     _write(data, [9], "s2", 2)
     assert not latent_cache.is_current(data, ae)

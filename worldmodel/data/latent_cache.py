@@ -33,13 +33,17 @@ from worldmodel.data.shards import list_shards, open_arrays, read_shard_index
 from worldmodel.data.validate import require_valid
 
 FORMAT = "magworld-latent-cache"
-VERSION = 2  # 2: keyed by the encoder alone (1 hashed the whole weights file)
+VERSION = 3  # 3: keyed by the encoder's values (2: its stored bytes; 1: the whole weights file)
 DECODER_PREFIX = "decoder."  # tensors that do not change the latents
 STORE_DTYPE = np.float16  # half the bytes of float32; the latents' rounding is ~1e-3 of their scale
 
 
 def autoencoder_key(autoencoder_dir) -> tuple[str, str]:
-    """(key, full sha256) of the encoding half of the autoencoder in a run/checkpoint directory."""
+    """(key, full sha256) of the encoding half of the autoencoder in a run/checkpoint directory.
+
+    Floating tensors are hashed as float32 values, not as stored: the encoder runs in float32
+    whatever the file holds, so a bf16 checkpoint and a run's float32 copy of the same weights
+    make the same latents and share one cache (session 15 encoded the data twice for them)."""
     from safetensors import safe_open
 
     from worldmodel.train import checkpoint as ckpt
@@ -51,7 +55,8 @@ def autoencoder_key(autoencoder_dir) -> tuple[str, str]:
     h = hashlib.sha256()
     with safe_open(weights, "pt") as f:
         for name in sorted(k for k in f.keys() if not k.startswith(DECODER_PREFIX)):
-            t = f.get_tensor(name).contiguous()
+            t = f.get_tensor(name)
+            t = (t.float() if t.is_floating_point() else t).contiguous()
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
             h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     digest = h.hexdigest()
