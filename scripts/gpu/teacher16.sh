@@ -11,6 +11,9 @@
 #       next-block prediction (32 held-out cases, copy-last beside it)
 #   (4) GPU_TESTS_K="expr": the tests marked gpu that pytest -k selects (ZeroMQ's wheel needed)
 # BATCH (default 32) and LR (default 3e-4) set the teacher's batch in clips and learning rate.
+# Every VAL_EVERY steps (default 500) the EMA weights' loss on 256 fixed clips of the held-out maps
+# is logged as val_loss in metrics.csv (session 15; not yet run on a GPU): flat while the training
+# loss falls would mean the teacher now fits the training maps and needs more data.
 # The teacher (and with AE_BACK=1 the autoencoder) come back as tars, the evals as teacher-evals.tar.
 # Run from the repository root within the machine's idle release after ae16.sh, carrying nothing
 # (or AE=DIR carried, on a fresh machine after prepare.sh):
@@ -41,7 +44,8 @@ else
   START=""; log "(2) teacher from scratch, $TRAIN_MIN min"
 fi
 T $MW train teacher $COMMON $START --out $RUNS/teacher16 --batch-size ${BATCH:-32} --clip-blocks 4 --lr ${LR:-3e-4} \
-    --warmup-steps 100 --ema-decay 0.998 --time-limit $TRAIN_MIN --checkpoint-every 2 > $RUNS/teacher16.log 2>&1
+    --warmup-steps 100 --ema-decay 0.998 --time-limit $TRAIN_MIN --checkpoint-every 2 \
+    --val-data $DATA-heldout --val-every ${VAL_EVERY:-500} > $RUNS/teacher16.log 2>&1
 tail -2 $RUNS/teacher16.log; tail -1 $RUNS/teacher16/metrics.csv
 [ -z "${DRY_RUN:-}" ] && cp $RUNS/teacher16/metrics.csv $EVAL/teacher16-metrics.csv
 bring_back teacher16 $RUNS/teacher16

@@ -70,6 +70,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         f"{FSDP_AUTO_MIN_PARAMS // 10**6}M parameters (wan-1.3b), else ddp. "
                         "The autoencoder stage always uses ddp")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--val-data", default=None, metavar="DIR",
+                   help="a held-out dataset (e.g. the held-out maps): every --val-every steps the stage's loss on "
+                        "a fixed set of its clips is logged as val_loss (teacher; see worldmodel/train/validation.py)")
+    p.add_argument("--val-split", default="heldout", help="split of --val-data to score (default: heldout)")
+    p.add_argument("--val-every", type=int, default=500, help="steps between validations (default 500)")
+    p.add_argument("--val-clips", type=int, default=256, help="held-out clips scored each time (default 256)")
 
 
 def resolve_config(args):
@@ -179,7 +185,8 @@ def run(args) -> int:
             lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema_decay=args.ema_decay,
             warmup_steps=args.warmup_steps, seed=args.seed, resume=args.resume, log_every=args.log_every,
             checkpoint_every_steps=args.checkpoint_every_steps, checkpoint_every_min=args.checkpoint_every,
-            autocast=not args.no_autocast, parallel=args.parallel, extra={k: getattr(args, k) for k in args.stage_args},
+            autocast=not args.no_autocast, parallel=args.parallel, val_every=args.val_every, val_clips=args.val_clips,
+            extra={k: getattr(args, k) for k in args.stage_args},
         )
         if info.device.type == "cuda":
             import torch
@@ -189,7 +196,11 @@ def run(args) -> int:
         stage = load_stage(args.stage_name)(config, options, info)
         make_dataset = dataset_factory(args.data, args.split, config, info, latent_cache_of(args, info),
                                        frames_on_device_of(args, info, config))
-        Trainer(stage, make_dataset, options, info, start_time=start, progress=not args.no_progress).run()
+        make_val_dataset = None
+        if args.val_data:
+            make_val_dataset = dataset_factory(args.val_data, args.val_split, config, info, latent_cache_of(args, info))
+        Trainer(stage, make_dataset, options, info, start_time=start, progress=not args.no_progress,
+                make_val_dataset=make_val_dataset).run()
         if info.is_main:
             from worldmodel.machine import describe
 

@@ -9,6 +9,7 @@ depend on absolute time).
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 
 import torch
@@ -16,6 +17,7 @@ import torch
 from worldmodel.autoencoder import channels_first, load_autoencoder
 from worldmodel.model import CausalDiT
 from worldmodel.train import checkpoint as ckpt
+from worldmodel.train.distributed import is_sharded
 from worldmodel.train.ema import EMA
 from worldmodel.train.stage import Stage
 
@@ -95,6 +97,16 @@ class LatentStage(Stage):
         self.net = self.compiled(self.parallel(model))
         self.optimizer = self.adamw(model, lr=self.lr, betas=betas, weight_decay=self.options.weight_decay)
         self.ema = EMA(model, decay=self.options.ema_decay)
+
+    def ema_network(self) -> CausalDiT:
+        """An eager copy of the trained network holding its EMA weights as they are now (the
+        weights that ship), for validation; made on the first call, refreshed on every call."""
+        if is_sharded(self.network):
+            raise ValueError("validation (--val-data) needs the whole network on each process: not under FSDP")
+        if getattr(self, "_ema_copy", None) is None:
+            self._ema_copy = copy.deepcopy(self.network).eval().requires_grad_(False)
+        self.ema.copy_to(self._ema_copy)
+        return self._ema_copy
 
     def models(self):
         return {self.network_name: self.network}

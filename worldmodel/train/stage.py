@@ -42,6 +42,8 @@ class TrainOptions:
     checkpoint_every_min: float = 5.0
     autocast: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     parallel: str = "auto"  # several processes: "ddp", "fsdp", or "auto" (distributed.choose_parallel)
+    val_every: int = 500  # with a held-out dataset (--val-data): steps between validations
+    val_clips: int = 256  # held-out clips scored at each validation (whole batches)
     extra: dict[str, Any] = field(default_factory=dict)  # stage-specific arguments
 
 
@@ -136,6 +138,16 @@ class Stage:
         for all parameters instead of several per parameter), else the foreach version."""
         fused = self.device.type == "cuda" and not is_sharded(module)
         return torch.optim.AdamW(module.parameters(), fused=fused or None, **kwargs)
+
+    def validation_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The stage's loss on one held-out batch, without training (`--val-data`; see
+        validation.py). Called under torch.no_grad with a fixed seed. Stages that support it override
+        this."""
+        raise NotImplementedError(f"stage {self.name!r} has no validation loss (--val-data)")
+
+    @classmethod
+    def validates(cls) -> bool:
+        return cls.validation_step is not Stage.validation_step
 
     def autocast(self):
         """bf16 autocast on CUDA (when enabled), nothing on CPU. Wrap forward passes, not backward."""

@@ -71,3 +71,14 @@ class TeacherStage(LatentStage):
                                         self.positions(f, 2), self.mask, self.autocast, history_sigma=history_sigma)
         grad_norm = self.optimize(loss, "teacher")
         return {"loss": loss.detach(), "grad_norm": grad_norm}
+
+    def validation_step(self, batch):
+        """The training loss of the EMA weights on held-out clips, with clean history (what the
+        next-block evaluation conditions on) and the scene condition kept."""
+        extra = self.options.extra
+        x0 = self.encode(batch)
+        b, f = x0.shape[:2]
+        sigma = self.sigmas_per_frame(b, f, extra.get("sigma_sampling") or "uniform", extra.get("train_shift"))
+        loss, _, _ = flow_matching_loss(self.ema_network(), x0, batch["actions"].float(), self.scenes(batch, 0.0),
+                                        sigma, self.positions(f, 2), self.mask, self.autocast)
+        return {"loss": loss}

@@ -30,6 +30,7 @@ from worldmodel.train.distributed import (DistInfo, all_reduce_mean, any_rank, b
                                           load_optimizer_state, seed_everything)
 from worldmodel.train.ema import ema_weights
 from worldmodel.train.metrics_log import MetricsLogger, Progress
+from worldmodel.train.validation import VAL_SEED, Validation
 from worldmodel.train.stage import Stage, TrainOptions
 from worldmodel.transfer import to_device_nowait
 
@@ -120,8 +121,10 @@ class Trainer:
         dist: DistInfo,
         start_time: float | None = None,
         progress: bool = True,
+        make_val_dataset: DatasetFactory | None = None,
     ):
-        """`start_time`: time.monotonic() when the command started, so the time limit counts setup."""
+        """`start_time`: time.monotonic() when the command started, so the time limit counts setup.
+        `make_val_dataset`: the held-out dataset scored every `options.val_every` steps (validation.py)."""
         self.stage = stage
         self.config: WorldModelConfig = stage.config
         self.options = options
@@ -131,6 +134,10 @@ class Trainer:
         self.checkpoint_dir = self.out / CHECKPOINT_DIR
         self.make_dataset = make_dataset
         stage.make_dataset = make_dataset
+        self.make_val_dataset = make_val_dataset
+        if make_val_dataset is not None and not stage.validates():
+            raise ValueError(f"stage {stage.name!r} has no validation loss: leave out --val-data")
+        self.validation: Validation | None = None
         self.show_progress = progress
         self.step = 0
         self._signalled = False
@@ -151,6 +158,11 @@ class Trainer:
         seed_everything(o.seed, rank_offset=self.dist.rank)
         dataset = self.make_dataset(self.stage.clip_frames, o.seed)
         self.batches = Batches(dataset, self.stage.local_batch_size)
+        if self.make_val_dataset is not None:
+            size, device = self.stage.local_batch_size, self.dist.device
+            self.validation = Validation(
+                lambda: (to_device(b, device) for b in Batches(self.make_val_dataset(self.stage.clip_frames, VAL_SEED), size)),
+                o.val_clips, size, o.val_every, device)
 
         has_checkpoint = True
         try:
@@ -276,6 +288,7 @@ class Trainer:
                             desc=self.stage.name)
         sums: dict[str, torch.Tensor] = {}
         count = 0
+        held_out: dict[str, torch.Tensor] = {}
         last_metrics: dict[str, float] = {}
         last_save = time.monotonic()
         reason = "max_steps"
@@ -296,9 +309,11 @@ class Trainer:
                     v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
                     sums[k] = sums[k] + v if k in sums else v
                 count += 1
+                if self.validation is not None and self.validation.due(self.step):
+                    held_out = self.validation(self.stage)  # logged in the next metrics row
                 if self.step % o.log_every == 0 or self.step == o.max_steps:
-                    last_metrics = self._log(sums, count)
-                    sums, count = {}, 0
+                    last_metrics = self._log(sums, count, held_out)
+                    sums, count, held_out = {}, 0, {}
                     progress.update(0, last_metrics)
                 progress.update(1)
                 self._step_seconds.append(time.monotonic() - t0)
@@ -307,7 +322,7 @@ class Trainer:
                         self.save(final=False)
                         last_save = time.monotonic()
             if count:
-                last_metrics = self._log(sums, count)
+                last_metrics = self._log(sums, count, held_out)
             self.save(final=True)
             if self.dist.is_main:
                 progress.write(f"{self.stage.name}: stopped at step {self.step} ({reason}); checkpoint in {self.checkpoint_dir}")
@@ -317,8 +332,11 @@ class Trainer:
             self._restore_signal_handlers(previous)
         return RunResult(step=self.step, reason=reason, metrics=last_metrics)
 
-    def _log(self, sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+    def _log(self, sums: dict[str, torch.Tensor], count: int,
+             held_out: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+        """One metrics row: the means of `sums` over `count` steps, and the last validation."""
         means = {k: float(v.item()) / count for k, v in sums.items()}
+        means.update({k: float(v.item()) for k, v in (held_out or {}).items()})
         means = all_reduce_mean(means, self.dist.device)
         for k, v in means.items():
             if not math.isfinite(v):
