@@ -4,7 +4,9 @@ A fixed set of clips from another dataset (the held-out maps) is drawn once, and
 `--val-every` steps the stage scores it with its own loss (`Stage.validation_step`) at fixed
 noise, logged beside the training loss as `val_<metric>` in metrics.csv. A falling training loss
 with a flat or rising `val_loss` says the model has begun to fit the training maps (more data
-helps, not more steps); both falling says more steps still help on maps it never saw.
+helps, not more steps); both falling says more steps still help on maps it never saw. Read the
+trend, not the level: a stage may score validation differently from training (the teacher scores
+its EMA weights with clean history, without the context noise half of its training clips get).
 
 Nothing here draws from the training's random streams or moves its data position: every draw
 runs under a forked RNG with a seed of its own, so exact resume stays exact.
