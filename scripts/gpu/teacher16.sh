@@ -18,6 +18,11 @@
 # Run from the repository root within the machine's idle release after ae16.sh, carrying nothing
 # (or AE=DIR carried, on a fresh machine after prepare.sh):
 #   bash scripts/gpu/teacher16.sh
+# On a fresh machine, continuing the committed teacher (it records the data itself), carrying .whl
+# with checkpoints/doom-gpu's generator-* and memory_model-* parked (park.sh; 56 MiB travel):
+#   INIT=checkpoints/doom-gpu16-teacher AE=checkpoints/doom-gpu16-teacher BATCH=64 bash scripts/gpu/teacher16.sh
+# then, on the same warm machine within its idle release, again and again:
+#   RESUME=1 AE=checkpoints/doom-gpu16-teacher BATCH=64 bash scripts/gpu/teacher16.sh
 source scripts/gpu/common.sh
 set +e  # one failed step must not lose the rest
 STOP_AT=${STOP_AT:-560}
