@@ -30,8 +30,8 @@ from worldmodel.train.distributed import (DistInfo, all_reduce_mean, any_rank, b
                                           load_optimizer_state, seed_everything)
 from worldmodel.train.ema import ema_weights
 from worldmodel.train.metrics_log import MetricsLogger, Progress
-from worldmodel.train.validation import VAL_SEED, Validation
 from worldmodel.train.stage import Stage, TrainOptions
+from worldmodel.train.validation import VAL_SEED, Validation
 from worldmodel.transfer import to_device_nowait
 
 # make_dataset(clip_frames, seed) -> this rank's dataset: an iterable of dicts with
