@@ -59,6 +59,8 @@ prepare_latents() {
   # prepare_latents AE: the training and held-out data (record_data), then the training frames
   # encoded once by autoencoder AE into the dataset's latent cache. A machine still warm from the
   # previous command keeps /tmp: data made there for the same AE is reused (saves about 70 s).
+  # FRAMES (default 150,000) training frames are recorded where none are kept; for a larger set on
+  # a warm machine name a new DATA too (DATA=/tmp/data500k FRAMES=500000: 29 GB of frames on disk).
   local mark="$DATA/.prepared-$(echo "$1" | tr / _)"
   if [ -z "${DRY_RUN:-}" ] && [ -f "$mark" ] && [ -d "$DATA-heldout" ]; then
     log "data and latent cache for $1 kept from the previous command on this machine"
@@ -72,7 +74,7 @@ prepare_latents() {
       log "scripts/gpu/prepare.sh first (carrying .whl), then this command while the machine is warm"
       exit 3
     fi
-    NO_REVISIT=1 record_data 150000
+    NO_REVISIT=1 record_data ${FRAMES:-150000}
   fi
   log "latent cache"
   $MW data encode --data "$DATA" --autoencoder "$1" && { [ -n "${DRY_RUN:-}" ] || touch "$mark"; }

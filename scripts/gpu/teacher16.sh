@@ -13,7 +13,8 @@
 # BATCH (default 32) and LR (default 3e-4) set the teacher's batch in clips and learning rate.
 # Every VAL_EVERY steps (default 500) the EMA weights' loss on 256 fixed clips of the held-out maps
 # is logged as val_loss in metrics.csv (session 15; not yet run on a GPU): flat while the training
-# loss falls would mean the teacher now fits the training maps and needs more data.
+# loss falls would mean the teacher now fits the training maps and needs more data: FRAMES=500000
+# (and a new DATA on a warm machine; common.sh's prepare_latents).
 # The teacher (and with AE_BACK=1 the autoencoder) come back as tars, the evals as teacher-evals.tar.
 # Run from the repository root within the machine's idle release after ae16.sh, carrying nothing
 # (or AE=DIR carried, on a fresh machine after prepare.sh):
